@@ -1,4 +1,5 @@
-"""Shared test set-up: the JAX backend unless the caller chose one, and the `slow` marker."""
+"""Shared test set-up: the JAX backend unless the caller chose one, a private cache folder, and
+the `slow` marker (skipped unless --runslow)."""
 
 import os
 
@@ -18,3 +19,16 @@ def pytest_collection_modifyitems(config, items):
     for item in items:
         if "slow" in item.keywords:
             item.add_marker(skip_slow)
+
+
+@pytest.fixture(scope="session", autouse=True)
+def private_cache_root(tmp_path_factory):
+    """Keep generated datasets and preprocessing caches out of the user's ~/.cache."""
+    root = tmp_path_factory.mktemp("hms_keras_cache")
+    previous = os.environ.get("HMS_KERAS_CACHE")
+    os.environ["HMS_KERAS_CACHE"] = str(root)
+    yield root
+    if previous is None:
+        os.environ.pop("HMS_KERAS_CACHE", None)
+    else:
+        os.environ["HMS_KERAS_CACHE"] = previous
