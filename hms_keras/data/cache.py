@@ -1,0 +1,245 @@
+"""On-disk cache of preprocessed v5 EEGs: built once per split, in parallel, resumable.
+
+One file per recording, `<cache_dir>/<eeg_id>.npy`, holding a (frames, 2, 19) float16 array at
+40 Hz: `[:, 0]` the 19 probes in mV, `[:, 1]` their channel quality factor (CQF), both from
+`hms_keras.data.preprocess.preprocess_eeg`. `<cache_dir>/manifest.json` records the cache version,
+the preprocessing parameters and the source (data folder, split). Every file is written to a
+temporary name in the same folder and renamed into place, so a killed build never leaves a
+partial `<eeg_id>.npy` behind and the next build only does what is missing.
+
+Run at most one build per cache folder at a time: a build deletes the temporary files it finds.
+"""
+
+import json
+import logging
+import multiprocessing
+import os
+from collections import OrderedDict
+from concurrent.futures import ProcessPoolExecutor, as_completed
+from pathlib import Path
+
+import numpy as np
+from tqdm import tqdm
+
+from hms_keras import paths
+from hms_keras.data.hms import SPLITS, HmsDataError, HmsLayout, read_eeg
+from hms_keras.data.preprocess import PREPROCESS_PARAMETERS, preprocess_eeg
+
+logger = logging.getLogger(__name__)
+
+CACHE_VERSION = 1
+MANIFEST_NAME = "manifest.json"
+ARRAY_LAYOUT = "(frames, 2, 19) float16, 40 Hz; [:, 0] = probes in mV, [:, 1] = CQF"
+_TMP_SUFFIX = ".tmp"
+
+
+def default_cache_dir(layout: HmsLayout, split: str) -> Path:
+    """Where `build_eeg_cache` puts a split's cache unless told otherwise."""
+    return paths.data_cache_dir(layout.data_dir, f"v5_eeg/{split}")
+
+
+def _format_manifest() -> dict:
+    """The manifest fields that decide whether cached arrays are still valid (JSON-normalised)."""
+    return json.loads(
+        json.dumps({"version": CACHE_VERSION, "layout": ARRAY_LAYOUT, "parameters": PREPROCESS_PARAMETERS})
+    )
+
+
+def _expected_manifest(layout: HmsLayout, split: str) -> dict:
+    source = {"data_dir": str(Path(layout.data_dir).resolve()), "split": split}
+    return {**_format_manifest(), "source": source}
+
+
+def _read_manifest(cache_dir: Path) -> dict | None:
+    """The manifest as a dict, or None when it is missing or not a JSON object."""
+    try:
+        manifest = json.loads((cache_dir / MANIFEST_NAME).read_text())
+    except (FileNotFoundError, json.JSONDecodeError):
+        return None
+    return manifest if isinstance(manifest, dict) else None
+
+
+def _write_atomically(path: Path, write) -> None:
+    """Call write(file) on a temporary file next to `path`, flush it to disk, rename it to `path`."""
+    tmp = path.with_name(f".{path.name}.{os.getpid()}{_TMP_SUFFIX}")
+    with open(tmp, "wb") as handle:
+        write(handle)
+        handle.flush()
+        os.fsync(handle.fileno())
+    os.replace(tmp, path)
+
+
+def _cache_one(eeg_path: Path, out_path: Path) -> None:
+    """Read, preprocess and store one recording (runs in a worker process or in-process)."""
+    raw = read_eeg(eeg_path)  # (time, 20) float32 µV, 200 Hz
+    try:
+        signal, cqf = preprocess_eeg(raw)  # (frames, 19) float16 each
+    except ValueError as err:
+        raise HmsDataError(f"{eeg_path}: cannot preprocess: {err}") from err
+    stacked = np.stack([signal, cqf], axis=1)  # (frames, 2, 19) float16
+    _write_atomically(out_path, lambda handle: np.save(handle, stacked))
+
+
+def _clear(cache_dir: Path) -> None:
+    """Delete the cache's own files: cached arrays, temporary files, the manifest."""
+    for path in cache_dir.glob("*.npy"):
+        path.unlink()
+    for path in cache_dir.glob(f".*{_TMP_SUFFIX}"):
+        path.unlink()
+    (cache_dir / MANIFEST_NAME).unlink(missing_ok=True)
+
+
+def build_eeg_cache(layout: HmsLayout, split: str, eeg_ids, cache_dir=None, workers: int = 2) -> Path:
+    """Preprocess every listed recording of a split into `cache_dir`; returns `cache_dir`.
+
+    layout: the data folder; split: "train" or "test"; eeg_ids: iterable of ints (duplicates are
+    fine). cache_dir defaults to `paths.data_cache_dir(layout.data_dir, "v5_eeg/<split>")`.
+    workers > 1 runs that many spawned processes; workers <= 1 works in this process.
+
+    Resumable: recordings whose `<eeg_id>.npy` exists are skipped, so re-running after an
+    interruption finishes only the rest. A manifest written with other parameters, cache
+    version or source marks the whole cache stale: it is cleared (and logged) and rebuilt.
+    Raises HmsDataError naming the file when a recording is malformed; files finished before
+    that stay in place.
+    """
+    if split not in SPLITS:
+        raise ValueError(f"split must be one of {SPLITS}, got {split!r}")
+    cache_dir = Path(cache_dir) if cache_dir is not None else default_cache_dir(layout, split)
+    cache_dir.mkdir(parents=True, exist_ok=True)
+    expected = _expected_manifest(layout, split)
+    found = _read_manifest(cache_dir)
+    if found != expected:
+        if found is not None or any(cache_dir.glob("*.npy")):
+            differing = sorted(key for key in expected.keys() | (found or {}).keys()
+                               if (found or {}).get(key) != expected.get(key))
+            logger.warning(
+                "EEG cache %s is stale (manifest %s: %s): clearing it and rebuilding",
+                cache_dir, "differs in" if found else "missing or unreadable", ", ".join(differing),
+            )
+        _clear(cache_dir)
+        manifest = json.dumps(expected, indent=2).encode()
+        _write_atomically(cache_dir / MANIFEST_NAME, lambda handle: handle.write(manifest))
+    for path in cache_dir.glob(f".*{_TMP_SUFFIX}"):
+        path.unlink()  # left behind by a killed build
+
+    unique_ids = dict.fromkeys(int(eeg_id) for eeg_id in eeg_ids)
+    jobs = [
+        (layout.eeg_path(split, eeg_id), cache_dir / f"{eeg_id}.npy")
+        for eeg_id in unique_ids
+        if not (cache_dir / f"{eeg_id}.npy").exists()
+    ]
+    logger.info("EEG cache %s: %d of %d recordings to preprocess", cache_dir, len(jobs), len(unique_ids))
+    with tqdm(total=len(jobs), desc=f"v5 EEG cache ({split})", unit="eeg") as progress:
+        if workers <= 1:
+            for job in jobs:
+                _cache_one(*job)
+                progress.update()
+        else:
+            _run_in_processes(jobs, workers, progress)
+    return cache_dir
+
+
+def _run_in_processes(jobs, workers: int, progress) -> None:
+    """Run `_cache_one` over jobs in `workers` spawned processes; stop at the first error."""
+    context = multiprocessing.get_context("spawn")  # fork is unsafe once JAX/TF threads exist
+    with ProcessPoolExecutor(max_workers=workers, mp_context=context) as pool:
+        futures = [pool.submit(_cache_one, *job) for job in jobs]
+        try:
+            for future in as_completed(futures):
+                future.result()
+                progress.update()
+        except BaseException:
+            pool.shutdown(cancel_futures=True)
+            raise
+
+
+class EegCache:
+    """Read-only view of a built EEG cache folder; hands out label windows.
+
+    `EegCache(cache_dir)` checks the manifest against this hms_keras version's preprocessing and
+    raises HmsDataError (with the call that rebuilds it) when it is missing or different.
+    Arrays are opened lazily with `np.load(mmap_mode="r")`; up to `MAX_OPEN_FILES` stay mapped.
+    Picklable (open maps are dropped, e.g. for Grain worker processes); `repr` depends only on
+    the folder, so Grain checkpoints recognise the same source.
+    """
+
+    MAX_OPEN_FILES = 256  # each map holds a file descriptor
+
+    def __init__(self, cache_dir):
+        self.cache_dir = Path(cache_dir)
+        manifest_path = self.cache_dir / MANIFEST_NAME
+        found = _read_manifest(self.cache_dir)
+        if found is None:
+            raise HmsDataError(
+                f"{manifest_path}: no EEG cache manifest (missing or unreadable); build the cache with "
+                f"{_rebuild_hint(self.cache_dir, {})}"
+            )
+        expected = _format_manifest()
+        differing = sorted(key for key in expected if found.get(key) != expected[key])
+        if differing:
+            raise HmsDataError(
+                f"{manifest_path}: cache built with a different {', '.join(differing)} than this hms_keras "
+                f"uses; rebuild it (the stale files are cleared) with {_rebuild_hint(self.cache_dir, found)}"
+            )
+        self._source = found.get("source", {})
+        self._maps = OrderedDict()
+
+    def __repr__(self) -> str:
+        return f"EegCache({str(self.cache_dir)!r})"
+
+    def __getstate__(self) -> dict:
+        return {**self.__dict__, "_maps": OrderedDict()}
+
+    def _open(self, eeg_id: int) -> np.ndarray:
+        """The (frames, 2, 19) float16 memory map of one recording."""
+        array = self._maps.pop(eeg_id, None)
+        if array is None:
+            path = self.cache_dir / f"{eeg_id}.npy"
+            if not path.exists():
+                raise HmsDataError(
+                    f"{path}: eeg_id {eeg_id} is not in the EEG cache; add it with "
+                    f"{_rebuild_hint(self.cache_dir, {'source': self._source})} "
+                    "(resumable: only missing recordings are preprocessed)"
+                )
+            array = np.load(path, mmap_mode="r")
+            if len(self._maps) >= self.MAX_OPEN_FILES:
+                self._maps.popitem(last=False)
+        self._maps[eeg_id] = array  # most recently used last
+        return array
+
+    def num_frames(self, eeg_id: int) -> int:
+        """Length of a cached recording in 40 Hz frames (>= 2000)."""
+        return self._open(int(eeg_id)).shape[0]
+
+    def window(self, eeg_id: int, start_frame: int, n_frames: int) -> np.ndarray:
+        """Frames [start_frame, start_frame + n_frames) of one recording as (n_frames, 2, 19) float32.
+
+        `[:, 0]` = the 19 probes in mV, `[:, 1]` = their CQF. When the recording ends earlier
+        (its trailing NaN frames were dropped), the signal is reflect-padded and the CQF
+        zero-padded to n_frames, as the reference pads a short window. Raises HmsDataError when
+        start_frame is negative or not inside the recording.
+        """
+        array = self._open(int(eeg_id))  # (frames, 2, 19) float16
+        if not 0 <= start_frame < array.shape[0]:
+            raise HmsDataError(
+                f"{self.cache_dir / f'{int(eeg_id)}.npy'}: window start frame {start_frame} is outside "
+                f"the recording's {array.shape[0]} frames"
+            )
+        window = np.asarray(array[start_frame : start_frame + n_frames], dtype=np.float32)  # (<= n, 2, 19)
+        missing = n_frames - window.shape[0]
+        if missing == 0:
+            return window
+        signal = np.pad(window[:, 0], ((0, missing), (0, 0)), mode="reflect")  # (n_frames, 19)
+        cqf = np.pad(window[:, 1], ((0, missing), (0, 0)))  # (n_frames, 19)
+        return np.stack([signal, cqf], axis=1)  # (n_frames, 2, 19)
+
+
+def _rebuild_hint(cache_dir: Path, manifest: dict) -> str:
+    """The Python call that (re)builds cache_dir, with the data folder and split when known."""
+    source = manifest.get("source") or {}
+    data_dir = repr(source["data_dir"]) if "data_dir" in source else "<data_dir>"
+    split = repr(source["split"]) if "split" in source else "<'train' or 'test'>"
+    return (
+        f"`from hms_keras.data.cache import build_eeg_cache; from hms_keras.data.hms import HmsLayout; "
+        f"build_eeg_cache(HmsLayout({data_dir}), {split}, eeg_ids, cache_dir={str(cache_dir)!r})`"
+    )
