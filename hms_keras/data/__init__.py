@@ -1,0 +1,1 @@
+"""Reading, validating, preprocessing and batching the HMS data (Kaggle layout or synthetic)."""

@@ -1,0 +1,62 @@
+"""Vote targets and sample weights of the v5 recipe, and the reproducible evaluation row sample.
+
+Spec: `shared/spec/v5_eeg_model.md` §2 (two heads: row-level and per-EEG pooled labels) and §7.
+"""
+
+import numpy as np
+import pandas as pd
+
+from hms_keras import constants
+from hms_keras.data.hms import HmsDataError, require_columns
+
+PROB_COLUMNS = tuple(f"{name}_prob" for name in constants.CLASSES)
+PROB_PER_EEG_COLUMNS = tuple(f"{name}_prob_per_eeg" for name in constants.CLASSES)
+
+
+def vote_targets(train_df: pd.DataFrame) -> pd.DataFrame:
+    """Per-row and per-EEG vote distributions and weights (v5 §2).
+
+    `train_df`: label rows with `eeg_id` and the six constants.VOTE_COLUMNS (e.g. from
+    `read_train_csv`). Returns a copy (same index and row order) plus float64 columns:
+    `{c}_prob` = row votes / row total; `weight` = row total / 28; `{c}_prob_per_eeg` = the
+    votes summed over all rows of the eeg_id / their summed total (the pooled distribution);
+    `weight_per_eeg` = mean row total over the eeg_id / 28. c runs over constants.CLASSES.
+    """
+    require_columns(train_df, ("eeg_id", *constants.VOTE_COLUMNS), "train_df")
+    votes = train_df[list(constants.VOTE_COLUMNS)].to_numpy(np.float64)  # (rows, 6)
+    totals = votes.sum(axis=1)  # (rows,)
+    if not (totals > 0).all():
+        row = int(np.argmax(~(totals > 0)))
+        raise HmsDataError(f"train_df: row {train_df.index[row]} has no positive vote total ({votes[row]})")
+    codes = pd.factorize(train_df["eeg_id"])[0]  # (rows,) eeg index in first-appearance order
+    eeg_votes = np.zeros((codes.max() + 1, constants.NUM_CLASSES))  # (eegs, 6)
+    np.add.at(eeg_votes, codes, votes)
+    eeg_totals = eeg_votes.sum(axis=1)  # (eegs,)
+    eeg_rows = np.bincount(codes)  # (eegs,)
+    targets = train_df.copy()
+    targets[list(PROB_COLUMNS)] = votes / totals[:, None]
+    targets["weight"] = totals / constants.MAX_VOTES
+    targets[list(PROB_PER_EEG_COLUMNS)] = (eeg_votes / eeg_totals[:, None])[codes]
+    targets["weight_per_eeg"] = (eeg_totals / eeg_rows / constants.MAX_VOTES)[codes]
+    return targets
+
+
+def sample_eval_rows(targets: pd.DataFrame, rows_per_eeg: int = 3, seed: int = 123) -> pd.DataFrame:
+    """Draw up to `rows_per_eeg` label rows per eeg_id, uniformly without replacement.
+
+    Every row of `targets` gets a uniform key from `np.random.default_rng(seed)` (one draw per
+    row, in row order) and each eeg_id keeps its rows with the smallest keys, all of them when
+    it has no more than `rows_per_eeg`. The result depends only on (targets, rows_per_eeg, seed).
+    Returns the chosen rows in their original order with a fresh RangeIndex; column `row`
+    (first) holds each row's index label in `targets`.
+    """
+    if rows_per_eeg < 1:
+        raise ValueError(f"rows_per_eeg must be >= 1, got {rows_per_eeg}")
+    require_columns(targets, ("eeg_id",), "targets")
+    if "row" in targets.columns:
+        raise HmsDataError("targets: already has a column 'row'; sample_eval_rows adds it")
+    keys = np.random.default_rng(seed).random(len(targets))  # (rows,)
+    codes = pd.factorize(targets["eeg_id"])[0]  # (rows,)
+    rank = pd.Series(keys).groupby(codes).rank(method="first").to_numpy()  # (rows,) 1 = smallest key
+    chosen = targets[rank <= rows_per_eeg]
+    return chosen.rename_axis("row").reset_index()
