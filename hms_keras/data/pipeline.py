@@ -22,6 +22,7 @@ from collections.abc import Sequence
 import grain
 import numpy as np
 import pandas as pd
+from tqdm import tqdm
 
 from hms_keras import constants
 from hms_keras.data.cache import EegCache
@@ -85,6 +86,13 @@ def vote_probabilities(rows: pd.DataFrame) -> np.ndarray:
     return (votes / votes.sum(axis=1, keepdims=True)).astype(np.float32)
 
 
+def spectrogram_offsets(rows: pd.DataFrame) -> np.ndarray:
+    """(rows,) float64 `spectrogram_label_offset_seconds`, or 0 when the table has none (test)."""
+    if "spectrogram_label_offset_seconds" not in rows:
+        return np.zeros(len(rows))
+    return rows["spectrogram_label_offset_seconds"].to_numpy(np.float64)
+
+
 def first_row_per_spectrogram(rows: pd.DataFrame) -> pd.DataFrame:
     """The first label row of each spectrogram_id (the baseline trains on these only)."""
     return rows.drop_duplicates("spectrogram_id", keep="first").reset_index(drop=True)
@@ -143,7 +151,7 @@ class ReadSpectrogramWindow(grain.transforms.Map):
         self.layout = layout
         self.split = split
         self.spectrogram_ids = rows["spectrogram_id"].to_numpy(np.int64)
-        self.offsets = rows.get("spectrogram_label_offset_seconds", pd.Series(0.0, index=rows.index)).to_numpy()
+        self.offsets = spectrogram_offsets(rows)
         self.y = y
 
     def map(self, element: int) -> tuple[np.ndarray, np.ndarray] | np.ndarray:
@@ -197,7 +205,8 @@ def _check_windows(cache: EegCache, eeg_ids: np.ndarray, start_frames: np.ndarra
     """Fail before training starts, not inside a worker: the cache raises HmsDataError (saying
     how to add it) for an eeg_id it lacks; a window starting past its recording's end raises
     HmsDataError naming the eeg_id and the cache."""
-    frames = {eeg_id: cache.num_frames(eeg_id) for eeg_id in pd.unique(eeg_ids)}
+    unique_ids = tqdm(pd.unique(eeg_ids), desc="checking the EEG cache", unit="eeg", leave=False)
+    frames = {eeg_id: cache.num_frames(eeg_id) for eeg_id in unique_ids}
     available = np.array([frames[eeg_id] for eeg_id in eeg_ids])  # (rows,)
     outside = np.flatnonzero(start_frames >= available)
     if len(outside):
