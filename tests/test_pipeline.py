@@ -343,11 +343,11 @@ def test_spectrogram_train_batches(data):
     np.testing.assert_allclose(y.sum(-1), 1.0, rtol=1e-6)
 
 
-def test_spectrogram_eval_uses_the_first_row_per_spectrogram(data):
-    dataset, order = pipeline.make_spectrogram_eval_dataset(data["layout"], data["targets"], batch_size=2)
+def test_spectrogram_eval_images_in_row_order(data):
+    first = pipeline.first_row_per_spectrogram(data["targets"])
+    dataset, order = pipeline.make_spectrogram_eval_dataset(data["layout"], first, batch_size=2)
     images = np.concatenate([images for images, _ in dataset])  # (3, 400, 300, 1)
-    first = data["targets"].drop_duplicates("spectrogram_id")
-    assert order["spectrogram_id"].tolist() == first["spectrogram_id"].tolist()
+    assert order["spectrogram_id"].tolist() == first["spectrogram_id"].tolist() == [500, 501, 502]
     for image, (_, row) in zip(images, first.iterrows()):
         path = data["layout"].spectrogram_path("train", row["spectrogram_id"])
         _, values = read_spectrogram(path)

@@ -21,6 +21,7 @@ from collections.abc import Sequence
 
 import grain
 import numpy as np
+from absl import flags
 import pandas as pd
 from tqdm import tqdm
 
@@ -175,8 +176,6 @@ def _iterate(dataset: grain.MapDataset, worker_count: int) -> grain.IterDataset:
     )
     if worker_count == 0:
         return iterable
-    from absl import flags
-
     if not flags.FLAGS.is_parsed():
         flags.FLAGS.mark_as_parsed()
     return iterable.mp_prefetch(grain.MultiprocessingOptions(num_workers=worker_count))
@@ -230,9 +229,11 @@ def make_v5_train_dataset(
 
     cache: the EEG cache of the training EEGs. targets: `labels.vote_targets` rows of the
     training EEGs (any index). Each epoch visits every EEG once in a new order, with one of its
-    label rows drawn at random, and drops the last partial batch. min_weight_schedule: one
+    label rows drawn at random, and drops the last partial batch. seed: the one seed the
+    shuffle, row draws, augmentations and cutmix derive theirs from. min_weight_schedule: one
     threshold per epoch, written into y[..., 7] after cutmix (the loss ignores samples whose
-    head-0 weight is below it). Raises HmsDataError when an eeg_id is not in the cache.
+    head-0 weight is below it). Raises HmsDataError when an eeg_id is not in the cache or a
+    window starts outside its recording.
     Returns (dataset of `(inputs, y)` batches, steps_per_epoch) for
     `model.fit(dataset, epochs=len(min_weight_schedule), steps_per_epoch=steps_per_epoch)`.
     """
@@ -311,13 +312,15 @@ def make_spectrogram_train_dataset(
 def make_spectrogram_eval_dataset(
     layout: HmsLayout, rows: pd.DataFrame, *, split: str = "train", batch_size: int = 32, worker_count: int = 0
 ) -> tuple[grain.IterDataset, pd.DataFrame]:
-    """Deterministic spectrogram pipeline over the first row per spectrogram_id of `rows`.
+    """Deterministic spectrogram pipeline, one image per row of `rows`, in order.
 
-    split "train": windows at spectrogram_label_offset_seconds, batches (images, y (B, 6));
-    split "test": test.csv rows, the first 300 rows of each file, images alone. The last
-    batch may be partial. Returns (dataset, the rows used, 0..n-1 in dataset order).
+    rows: e.g. `first_row_per_spectrogram(validation rows)` (windows at
+    spectrogram_label_offset_seconds, batches (images, y (B, 6))) or test.csv rows with
+    split="test" (no offset column: the first 300 rows of each file; no votes: images alone).
+    The last batch may be partial. Returns (dataset, rows reindexed 0..n-1): prediction i
+    belongs to row i.
     """
-    rows = first_row_per_spectrogram(rows)
+    rows = rows.reset_index(drop=True)
     _check_spectrogram_files(layout, split, rows)
     y = vote_probabilities(rows) if set(constants.VOTE_COLUMNS) <= set(rows.columns) else None
     dataset = (
