@@ -41,10 +41,11 @@ def test_pad_window_reflects_signal_and_zero_pads_cqf():
 
 def test_swap_maps_left_chains_onto_right_chains():
     signal, cqf = _record()
-    eeg, mask = transforms.bipolar_montage(signal, cqf)
-    swapped_eeg, swapped_mask = transforms.bipolar_montage(*transforms.swap_left_right(signal, cqf))
-    np.testing.assert_array_equal(swapped_eeg, _stack_exchanged(eeg))
-    np.testing.assert_array_equal(swapped_mask, _stack_exchanged(mask))
+    swapped_signal, swapped_cqf = transforms.swap_left_right(signal, cqf)
+    np.testing.assert_array_equal(
+        transforms.bipolar_signal(swapped_signal), _stack_exchanged(transforms.bipolar_signal(signal))
+    )
+    np.testing.assert_array_equal(transforms.bipolar_mask(swapped_cqf), _stack_exchanged(transforms.bipolar_mask(cqf)))
 
 
 def test_swap_is_an_involution_and_keeps_midline():
@@ -122,9 +123,9 @@ def test_augment_probabilities():
     assert np.array_equal(signal, _record()[0])  # inputs untouched
 
 
-def test_bipolar_montage_pairs_and_mask():
+def test_bipolar_signal_and_mask_follow_the_pairs():
     signal, cqf = _record()
-    eeg, mask = transforms.bipolar_montage(signal, cqf)
+    eeg, mask = transforms.bipolar_signal(signal), transforms.bipolar_mask(cqf)
     assert eeg.shape == mask.shape == (2048, 18)
     for channel, (anode, cathode) in enumerate(constants.BIPOLAR_PAIRS):
         np.testing.assert_array_equal(eeg[:, channel], signal[:, PROBE[anode]] - signal[:, PROBE[cathode]])
@@ -148,7 +149,7 @@ def test_front_end_equals_full_filter_then_crop():
     signal, cqf = _record()
     signal = signal * 8.0  # big enough to clip
     inputs = transforms.front_end(signal, cqf)
-    eeg, mask = transforms.bipolar_montage(signal, cqf)
+    eeg, mask = transforms.bipolar_signal(signal), transforms.bipolar_mask(cqf)
     b, a = constants.HIGHPASS_B, constants.HIGHPASS_A
     expected = np.clip(scipy.signal.lfilter(b, a, eeg, axis=0), -1, 1)[744:1256]  # all 2048 frames
     assert inputs["eeg"].shape == inputs["mask"].shape == (512, 18)

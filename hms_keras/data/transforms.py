@@ -47,9 +47,11 @@ def pad_window(window: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     without repeating the last frame), the CQF zero-padded (spec v5 §1.4).
     Returns signal (2048, 19) float32 mV and cqf (2048, 19) float32.
     """
-    pad = constants.PADDED_FRAMES - window.shape[0]
-    signal = np.pad(window[:, 0], ((0, pad), (0, 0)), mode="reflect")  # (2048, 19)
-    cqf = np.pad(window[:, 1], ((0, pad), (0, 0)))  # (2048, 19)
+    frames = window.shape[0]
+    pad = constants.PADDED_FRAMES - frames
+    mirrored = window[frames - 2 : frames - 2 - pad : -1, 0]  # (pad, 19): frames T-2, T-3, ...
+    signal = np.concatenate([window[:, 0], mirrored])  # (2048, 19)
+    cqf = np.concatenate([window[:, 1], np.zeros((pad, window.shape[2]), window.dtype)])  # (2048, 19)
     return signal, cqf
 
 
@@ -108,12 +110,16 @@ def augment_monopolar(
     return signal, cqf
 
 
-def bipolar_montage(signal: np.ndarray, cqf: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Double-banana montage: signal (time, 19) mV -> anode - cathode (time, 18) mV, and the
-    soft quality mask CQF[anode] * CQF[cathode] (time, 18), channels in BIPOLAR_PAIRS order."""
-    eeg = signal[:, ANODES] - signal[:, CATHODES]  # (time, 18)
-    mask = cqf[:, ANODES] * cqf[:, CATHODES]  # (time, 18)
-    return eeg, mask
+def bipolar_signal(signal: np.ndarray) -> np.ndarray:
+    """Double-banana montage: signal (time, 19) mV -> anode - cathode (time, 18) mV, channels in
+    BIPOLAR_PAIRS order."""
+    return signal[:, ANODES] - signal[:, CATHODES]
+
+
+def bipolar_mask(cqf: np.ndarray) -> np.ndarray:
+    """Soft quality mask of each bipolar channel: CQF (time, 19) -> CQF[anode] * CQF[cathode]
+    (time, 18), channels in BIPOLAR_PAIRS order."""
+    return cqf[:, ANODES] * cqf[:, CATHODES]
 
 
 def highpass_clip(eeg: np.ndarray) -> np.ndarray:
@@ -133,9 +139,8 @@ def front_end(signal: np.ndarray, cqf: np.ndarray) -> dict[str, np.ndarray]:
     float32}, frames [744, 1256) of the window. The filter is causal, so it runs only over the
     frames up to the end of the crop; the result equals filtering all 2048 frames.
     """
-    eeg, mask = bipolar_montage(signal, cqf)  # (2048, 18) each
-    eeg = highpass_clip(eeg[: CROP.stop])[CROP]  # (512, 18)
-    return {"eeg": eeg, "mask": mask[CROP]}
+    eeg = highpass_clip(bipolar_signal(signal[: CROP.stop]))  # (1256, 18)
+    return {"eeg": eeg[CROP], "mask": bipolar_mask(cqf[CROP])}  # (512, 18) each
 
 
 class AugmentMonopolar(grain.transforms.RandomMap):
