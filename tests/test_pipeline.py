@@ -294,7 +294,8 @@ def test_model_fit_consumes_train_and_eval_datasets(data):
 
     model.compile(optimizer="adam", loss=loss)
     train, steps = _train(data, epochs=2)
-    validation, rows = pipeline.make_v5_eval_dataset(data["train_cache"], sample_eval_rows(data["targets"]), batch_size=BATCH)
+    eval_rows = sample_eval_rows(data["targets"])
+    validation, rows = pipeline.make_v5_eval_dataset(data["train_cache"], eval_rows, batch_size=BATCH)
     history = model.fit(train, epochs=2, steps_per_epoch=steps, validation_data=validation, verbose=0)
     assert len(history.history["loss"]) == 2 and np.isfinite(history.history["val_loss"]).all()
     predictions = model.predict(validation, verbose=0)
