@@ -82,7 +82,8 @@ def test_default_cache_dir_is_under_the_cache_root(layout):
     assert (cache_dir / "1.npy").is_file()
 
 
-def test_process_pool_build_equals_in_process_build(layout, tmp_path):
+def test_process_pool_build_equals_in_process_build(layout, tmp_path, monkeypatch):
+    monkeypatch.setattr(cache, "MIN_JOBS_PER_WORKER", 1)  # use the pool even for 3 recordings
     serial = build_eeg_cache(layout, "train", [1, 2, 3], cache_dir=tmp_path / "serial", workers=1)
     parallel = build_eeg_cache(layout, "train", [1, 2, 3], cache_dir=tmp_path / "parallel", workers=2)
     for eeg_id in (1, 2, 3):

@@ -33,6 +33,10 @@ ARRAY_LAYOUT = "(frames, 2, 19) float16, 40 Hz; [:, 0] = probes in mV, [:, 1] = 
 _TMP_SUFFIX = ".tmp"
 
 
+# Spawned workers take seconds to start (imports); below this many recordings each they lose.
+MIN_JOBS_PER_WORKER = 16
+
+
 def default_cache_dir(layout: HmsLayout, split: str) -> Path:
     """Where `build_eeg_cache` puts a split's cache unless told otherwise."""
     return paths.data_cache_dir(layout.data_dir, f"v5_eeg/{split}")
@@ -130,7 +134,7 @@ def build_eeg_cache(layout: HmsLayout, split: str, eeg_ids, cache_dir=None, work
     ]
     logger.info("EEG cache %s: %d of %d recordings to preprocess", cache_dir, len(jobs), len(unique_ids))
     with tqdm(total=len(jobs), desc=f"v5 EEG cache ({split})", unit="eeg") as progress:
-        if workers <= 1:
+        if workers <= 1 or len(jobs) < MIN_JOBS_PER_WORKER * workers:
             for job in jobs:
                 _cache_one(*job)
                 progress.update()
