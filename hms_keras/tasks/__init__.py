@@ -1,0 +1,22 @@
+"""Tasks: what a recipe trains on and how it is scored, one class per kind of input.
+
+A task owns one data folder's labels, folds and input caches, and offers the training loop
+(`hms_keras.training`) and the ensembler (`hms_keras.inference`) the same small surface:
+
+- `train_dataset(fold, *, seed, batch_size, min_weight_schedule, worker_count)`
+  -> (dataset of (inputs, y) batches, steps_per_epoch)
+- `loss()`: the training loss for the task's targets
+- `monitor_score(model, fold, *, batch_size)`: the validation KL logged each epoch
+- `predict_validation(model, fold, *, batch_size)`: out-of-fold logits (a DataFrame)
+- `score_oof(oof, fold)` / `score_runs(recipe_dir, folds)`: CV figures and the class-prior
+  baseline on the same rows
+- `predict_test(models, *, batch_size)`: the ensembled submission for test.csv
+"""
+
+from hms_keras.tasks.base import Task, resolve_data_dir
+from hms_keras.tasks.spectrogram import SpectrogramTask
+from hms_keras.tasks.v5_eeg import V5EegTask
+
+TASKS: dict[str, type[Task]] = {"v5_eeg": V5EegTask, "spectrogram": SpectrogramTask}
+
+__all__ = ["TASKS", "Task", "resolve_data_dir"]

@@ -1,0 +1,96 @@
+"""The spectrogram-baseline task: Kaggle spectrogram windows -> 6 logits; KL over spectrograms."""
+
+import functools
+
+import numpy as np
+import pandas as pd
+
+from hms_keras import constants
+from hms_keras.data.folds import stratified_spectrogram_folds
+from hms_keras.data.pipeline import make_spectrogram_eval_dataset, make_spectrogram_train_dataset
+from hms_keras.data.preprocess import normalize_spectrogram, spectrogram_window
+from hms_keras.losses import KLDivergenceFromLogits
+from hms_keras.metrics import LOGIT_COLUMNS, softmax, submission_frame
+from hms_keras.tasks.base import Task, baseline_prior, kaggle_score, logits_frame, num_batches
+
+
+def ensemble_probabilities(models, inputs, steps: int | None = None) -> np.ndarray:
+    """(rows, 6): softmax probabilities averaged over models, as the baseline ensembles them.
+    `inputs`: an evaluation dataset of `steps` batches or a (rows, 400, 300, 1) array."""
+    return np.mean([softmax(model.predict(inputs, steps=steps, verbose=0)) for model in models], axis=0)
+
+
+def spectrogram_inputs(values: np.ndarray, offset_seconds: float = 0.0) -> np.ndarray:
+    """Model input of one Kaggle spectrogram: (1, 400, 300, 1) float32, log + standardised.
+
+    values: (rows, 400) as `hms.read_spectrogram` returns them; the 600 s window starts
+    `offset_seconds` into it (0 for a test spectrogram)."""
+    return normalize_spectrogram(spectrogram_window(values, offset_seconds))[None, ..., None]
+
+
+class SpectrogramTask(Task):
+    """The ResNet34d baseline's set-up: the first label row of each spectrogram_id, its 600 s
+    window, stratified patient-grouped folds (seed 1086), probabilities averaged over models."""
+
+    @functools.cached_property
+    def rows(self) -> pd.DataFrame:
+        """The first train.csv row of every spectrogram_id, with its `fold`."""
+        rows = self.train_df.drop_duplicates("spectrogram_id").copy()
+        rows["fold"] = rows["spectrogram_id"].map(stratified_spectrogram_folds(self.train_df, self.n_folds))
+        return rows
+
+    def fold_rows(self, fold: int, *, validation: bool) -> pd.DataFrame:
+        """First rows of the fold's validation spectrograms, or of its training spectrograms."""
+        in_fold = self.rows["fold"].to_numpy() == fold
+        return self.rows[in_fold if validation else ~in_fold]
+
+    def train_dataset(self, fold, *, seed, batch_size, min_weight_schedule, worker_count=0):
+        return make_spectrogram_train_dataset(
+            self.layout,
+            self.fold_rows(fold, validation=False),
+            batch_size=batch_size,
+            seed=seed,
+            num_epochs=len(min_weight_schedule),
+            worker_count=worker_count,
+        )
+
+    def loss(self):
+        return KLDivergenceFromLogits()
+
+    def predict_validation(self, model, fold, *, batch_size):
+        """Logits of the first row of every validation spectrogram: spectrogram_id, eeg_id,
+        label_id, logit_0..logit_5."""
+        dataset, rows = make_spectrogram_eval_dataset(self.layout, self.fold_rows(fold, validation=True),
+                                                      batch_size=batch_size)
+        logits = model.predict(dataset, steps=num_batches(rows, batch_size), verbose=0)  # (rows, 6)
+        return logits_frame(rows[["spectrogram_id", "eeg_id", "label_id"]], logits)
+
+    def monitor_score(self, model, fold, *, batch_size):
+        return self.score_oof(self.predict_validation(model, fold, batch_size=batch_size), fold)["kl"]
+
+    def score_oof(self, oof: pd.DataFrame, fold: int) -> dict[str, float]:
+        """The official KL over the fold's spectrograms (seeds' probabilities averaged) and the
+        class prior's KL on the same rows."""
+        probabilities = pd.DataFrame(softmax(oof[list(LOGIT_COLUMNS)].to_numpy()), index=oof["spectrogram_id"])
+        probabilities = probabilities.groupby(level=0).mean()  # (spectrograms, 6) seed mean
+        rows = self.fold_rows(fold, validation=True)
+        prior = baseline_prior(self.fold_rows(fold, validation=False))
+        return {
+            "kl": self._score(rows, probabilities.loc[rows["spectrogram_id"]].to_numpy()),
+            "prior_kl": self._score(rows, np.tile(prior, (len(rows), 1))),
+        }
+
+    @staticmethod
+    def _score(rows: pd.DataFrame, probabilities: np.ndarray) -> float:
+        votes = rows[list(constants.VOTE_COLUMNS)].to_numpy(np.float64)  # (rows, 6)
+        truth = votes / votes.sum(axis=1, keepdims=True)
+        return kaggle_score(rows["spectrogram_id"], truth, probabilities, "spectrogram_id")
+
+    def predict_test(self, models, *, batch_size=32) -> pd.DataFrame:
+        """Submission for test.csv: softmax probabilities of each model on the test spectrogram,
+        averaged over models (as the baseline's notebook does). Rows in test.csv order."""
+        test = self.test_rows()
+        dataset, rows = make_spectrogram_eval_dataset(self.layout, test, split="test", batch_size=batch_size)
+        probabilities = ensemble_probabilities(models, dataset, num_batches(rows, batch_size))  # (spectrograms, 6)
+        by_spectrogram = pd.DataFrame(probabilities, index=rows["spectrogram_id"].to_numpy())
+        return submission_frame(test["eeg_id"], by_spectrogram.loc[test["spectrogram_id"]].to_numpy())

@@ -1,0 +1,147 @@
+"""The v5 raw-EEG task: 50 s EEG windows -> two-head logits; scored per EEG on high-vote rows."""
+
+import functools
+
+import keras
+import numpy as np
+import pandas as pd
+
+from hms_keras import constants
+from hms_keras.data.cache import EegCache, build_eeg_cache
+from hms_keras.data.folds import patient_group_folds
+from hms_keras.data.labels import PROB_COLUMNS, sample_eval_rows, vote_targets
+from hms_keras.data.pipeline import make_v5_eval_dataset, make_v5_train_dataset
+from hms_keras.data.preprocess import preprocess_eeg
+from hms_keras.data.transforms import front_end, pad_window
+from hms_keras.losses import VoteWeightedKLDivergence
+from hms_keras.metrics import (
+    LOGIT_COLUMNS,
+    constant_row_logits,
+    high_vote_cv,
+    softmax,
+    submission_frame,
+)
+from hms_keras.tasks.base import Task, baseline_prior, kaggle_score, logits_frame, num_batches
+
+ROW_SAMPLING_SEED_OFFSET = 127458  # the reference seeds its row sampler with seed + 127458
+
+
+def head_mean_logits(model: keras.Model, inputs, steps: int | None = None) -> np.ndarray:
+    """(rows, 6) float64: the model's two heads' logits averaged, as at inference (v5 §7).
+    `inputs`: an evaluation dataset of `steps` batches, or an inputs dict of arrays."""
+    logits = model.predict(inputs, steps=steps, verbose=0)  # (rows, 2, 6)
+    return np.asarray(logits, np.float64).mean(axis=1)
+
+
+def ensemble_probabilities(models, inputs, steps: int | None = None) -> np.ndarray:
+    """(rows, 6) probabilities: head-mean logits averaged over models, then softmax (v5 §7)."""
+    return softmax(np.mean([head_mean_logits(model, inputs, steps) for model in models], axis=0))
+
+
+def eeg_inputs(raw_uv: np.ndarray, offset_seconds: float = 0.0) -> dict[str, np.ndarray]:
+    """Model inputs of one recording: {"eeg", "mask"}, each (1, 512, 18) float32.
+
+    raw_uv: (time, 20) µV at 200 Hz in constants.EEG_COLUMNS order (e.g. `hms.read_eeg`);
+    the 50 s window starts `offset_seconds` into it (0 for a Kaggle test EEG).
+    """
+    signal, cqf = preprocess_eeg(raw_uv)  # (frames, 19) each, 40 Hz
+    start = int(offset_seconds * constants.SAMPLING_RATE_HZ)
+    if start + constants.WINDOW_FRAMES > len(signal):
+        raise ValueError(f"a 50 s window at {offset_seconds} s does not fit a {len(signal) / 40:.1f} s recording")
+    window = np.stack([signal, cqf], axis=1)[start : start + constants.WINDOW_FRAMES].astype(np.float32)  # (2000, 2, 19)
+    inputs = front_end(*pad_window(window))  # {"eeg", "mask"}: (512, 18) each
+    return {name: array[None] for name, array in inputs.items()}
+
+
+class V5EegTask(Task):
+    """bilzard's v5 set-up: vote targets of two heads, patient-grouped folds, the EEG cache.
+
+    `targets` (one row per train.csv row, its index is the row id used in every logits frame)
+    holds `labels.vote_targets` columns and the `fold` of the row's EEG.
+    """
+
+    cache_workers = 2  # processes that build the preprocessing cache
+
+    @functools.cached_property
+    def targets(self) -> pd.DataFrame:
+        targets = vote_targets(self.train_df)
+        targets["fold"] = targets["eeg_id"].map(patient_group_folds(self.train_df, self.n_folds))
+        return targets
+
+    @functools.cached_property
+    def cache(self) -> EegCache:
+        """The preprocessed training EEGs (built on first use, resumable)."""
+        return EegCache(build_eeg_cache(self.layout, "train", self.targets["eeg_id"], workers=self.cache_workers))
+
+    def fold_rows(self, fold: int, *, validation: bool) -> pd.DataFrame:
+        """The label rows of the fold's validation EEGs, or of its training EEGs."""
+        in_fold = self.targets["fold"].to_numpy() == fold
+        return self.targets[in_fold if validation else ~in_fold]
+
+    def train_dataset(self, fold, *, seed, batch_size, min_weight_schedule, worker_count=0):
+        return make_v5_train_dataset(
+            self.cache,
+            self.fold_rows(fold, validation=False),
+            batch_size=batch_size,
+            seed=seed + ROW_SAMPLING_SEED_OFFSET,
+            min_weight_schedule=min_weight_schedule,
+            worker_count=worker_count,
+        )
+
+    def loss(self):
+        return VoteWeightedKLDivergence()
+
+    def _row_logits(self, model, rows: pd.DataFrame, batch_size: int) -> pd.DataFrame:
+        """Head-mean logits of `rows` (which carry `eeg_id` and `row`)."""
+        dataset, rows = make_v5_eval_dataset(self.cache, rows, batch_size=batch_size)
+        return logits_frame(rows[["eeg_id", "row"]], head_mean_logits(model, dataset, num_batches(rows, batch_size)))
+
+    def _sampled_rows(self, fold: int) -> pd.DataFrame:
+        """The CV protocol's rows: up to 3 per validation EEG, seed 123 (v5 §7)."""
+        return sample_eval_rows(self.fold_rows(fold, validation=True))
+
+    def monitor_score(self, model, fold, *, batch_size):
+        """High-vote per-EEG CV of `model` on the fold (the protocol of v5 §7), in nats."""
+        return high_vote_cv(self.targets, self._row_logits(model, self._sampled_rows(fold), batch_size))
+
+    def predict_validation(self, model, fold, *, batch_size):
+        """Out-of-fold head-mean logits of EVERY label row of the fold's validation EEGs.
+
+        Columns: eeg_id, row (index into `targets`), label_id, logit_0..logit_5.
+        """
+        rows = self.fold_rows(fold, validation=True).rename_axis("row").reset_index()
+        oof = self._row_logits(model, rows, batch_size)
+        oof.insert(2, "label_id", rows["label_id"].to_numpy())
+        return oof
+
+    def score_oof(self, oof: pd.DataFrame, fold: int) -> dict[str, float]:
+        """CV (high-vote protocol), the Kaggle score over all rows, and the class prior's scores.
+
+        `oof`: `predict_validation` frames of one or more seeds, stacked (a `seed` column is
+        allowed); seeds are averaged in logit space, as the reference ensembles them.
+        """
+        validation = self.fold_rows(fold, validation=True)
+        sampled = self._sampled_rows(fold)[["eeg_id", "row"]]
+        row_logits = oof.merge(sampled, on=["eeg_id", "row"])
+        prior = baseline_prior(self.fold_rows(fold, validation=False))
+        mean_logits = oof.groupby("row")[list(LOGIT_COLUMNS)].mean()  # (rows, 6) seed mean
+        return {
+            "cv": high_vote_cv(self.targets, row_logits),
+            "prior_cv": high_vote_cv(self.targets, constant_row_logits(sampled, prior)),
+            "kaggle_all_rows": self._all_rows_score(validation, softmax(mean_logits.loc[validation.index].to_numpy())),
+            "prior_kaggle_all_rows": self._all_rows_score(validation, np.tile(prior, (len(validation), 1))),
+        }
+
+    @staticmethod
+    def _all_rows_score(rows: pd.DataFrame, probabilities: np.ndarray) -> float:
+        """The official metric over label rows (id = label_id), row vote distributions as truth."""
+        return kaggle_score(rows["label_id"], rows[list(PROB_COLUMNS)].to_numpy(), probabilities, "label_id")
+
+    def predict_test(self, models, *, batch_size=32) -> pd.DataFrame:
+        """Submission for test.csv: per model the head-mean logits of the whole 50 s test EEG,
+        averaged over models in logit space, then softmax (v5 §7). Rows in test.csv order."""
+        test = self.test_rows()
+        cache = EegCache(build_eeg_cache(self.layout, "test", test["eeg_id"], workers=self.cache_workers))
+        dataset, rows = make_v5_eval_dataset(cache, test[["eeg_id"]], batch_size=batch_size)
+        probabilities = ensemble_probabilities(models, dataset, num_batches(rows, batch_size))  # (rows, 6)
+        return submission_frame(rows["eeg_id"], probabilities)

@@ -1,0 +1,161 @@
+"""Train one fold x seed of a recipe and write its self-describing run folder.
+
+    runs/<recipe>/fold_<k>/seed_<s>/
+        model.keras    the trained model (last epoch, or best validation KL for "best" recipes)
+        recipe.json    the resolved recipe, fold, seed, backend, versions and the fold's scores
+        history.csv    per-epoch loss, learning rate and validation score
+        oof.parquet    out-of-fold logits for every validation row (ids + one column per logit)
+
+A run is written into `seed_<s>.partial/` and renamed to `seed_<s>/` only when every file is
+complete, so a killed run never leaves a folder that looks finished; a re-run skips finished
+folders and starts half-written ones again.
+
+The train step is compiled once per run: the datasets yield static shapes (`drop_remainder`),
+the min-vote schedule travels inside the targets rather than as a Python constant in the loss,
+and every epoch reuses `model.train_function` (`tests/test_training.py` counts XLA compilations).
+"""
+
+import dataclasses
+import json
+import os
+import platform
+import shutil
+import time
+from pathlib import Path
+
+import keras
+import numpy as np
+import pandas as pd
+
+from hms_keras.models import MODELS
+from hms_keras.optimizers import OneCycleFromPeak, TorchAdamW
+from hms_keras.recipe import Recipe
+from hms_keras.tasks import TASKS, Task
+
+RUN_FILES = ("model.keras", "recipe.json", "history.csv", "oof.parquet")
+
+
+def run_dir_for(workdir: Path, recipe: Recipe, fold: int, seed: int) -> Path:
+    return Path(workdir) / recipe.name / f"fold_{fold}" / f"seed_{seed}"
+
+
+def is_finished(run_dir: Path) -> bool:
+    """A run folder counts only when it was renamed into place with every file in it."""
+    return all((run_dir / name).is_file() for name in RUN_FILES)
+
+
+def train_recipe(recipe: Recipe, workdir: Path) -> pd.DataFrame:
+    """Train every fold x seed of `recipe` not yet finished under `workdir`; returns the score table."""
+    task = TASKS[recipe.task](
+        data_dir=recipe.data.data_dir,
+        n_folds=recipe.data.n_folds,
+        synthetic_eegs=recipe.data.synthetic_eegs,
+        synthetic_seed=recipe.data.synthetic_seed,
+    )
+    for fold in recipe.folds:
+        for seed in recipe.seeds:
+            run_dir = run_dir_for(workdir, recipe, fold, seed)
+            if is_finished(run_dir):
+                print(f"[{recipe.name}] fold {fold} seed {seed}: finished earlier, skipped ({run_dir})")
+                continue
+            train_one(recipe, task, fold, seed, run_dir)
+    return task.score_runs(Path(workdir) / recipe.name, folds=recipe.folds)
+
+
+def train_one(recipe: Recipe, task: Task, fold: int, seed: int, run_dir: Path) -> Path:
+    """Train fold `fold` with seed `seed` and write `run_dir` atomically."""
+    partial = run_dir.with_name(run_dir.name + ".partial")
+    shutil.rmtree(partial, ignore_errors=True)
+    shutil.rmtree(run_dir, ignore_errors=True)  # an unfinished folder from an older layout
+    partial.mkdir(parents=True)
+    started = time.time()
+
+    keras.utils.set_random_seed(seed)
+    keras.mixed_precision.set_global_policy(recipe.train.mixed_precision or "float32")
+    train_data, steps_per_epoch = task.train_dataset(
+        fold,
+        seed=seed,
+        batch_size=recipe.train.batch_size,
+        min_weight_schedule=recipe.min_weight_schedule(),
+        worker_count=recipe.data.worker_count,
+    )
+    model = MODELS[recipe.model]()
+    model.compile(
+        optimizer=TorchAdamW(
+            learning_rate=_learning_rate_schedule(recipe, steps_per_epoch * recipe.train.epochs),
+            weight_decay=recipe.train.weight_decay,
+            epsilon=recipe.train.epsilon,
+        ),
+        loss=task.loss(),
+    )
+    validation = ValidationScore(task, fold, batch_size=recipe.train.batch_size)
+    callbacks = [validation, LearningRateLogger(), keras.callbacks.CSVLogger(str(partial / "history.csv"))]
+    if recipe.train.checkpoint == "best":
+        callbacks.append(
+            keras.callbacks.EarlyStopping(
+                monitor="val_kl",
+                mode="min",
+                patience=recipe.train.early_stopping_patience or recipe.train.epochs,
+                restore_best_weights=True,
+            )
+        )
+    print(f"[{recipe.name}] fold {fold} seed {seed}: {recipe.train.epochs} epochs x {steps_per_epoch} steps")
+    model.fit(train_data, epochs=recipe.train.epochs, steps_per_epoch=steps_per_epoch, callbacks=callbacks, verbose=1)
+
+    model.save(partial / "model.keras")
+    oof = task.predict_validation(model, fold, batch_size=recipe.train.batch_size)
+    scores = task.score_oof(oof, fold)
+    oof.to_parquet(partial / "oof.parquet", index=False)
+    _write_run_description(partial / "recipe.json", recipe, fold, seed, scores, time.time() - started)
+    os.replace(partial, run_dir)
+    print(f"[{recipe.name}] fold {fold} seed {seed}: " + ", ".join(f"{k} {v:.4f}" for k, v in scores.items()))
+    return run_dir
+
+
+def _learning_rate_schedule(recipe: Recipe, total_steps: int):
+    if recipe.train.schedule == "cosine":
+        return keras.optimizers.schedules.CosineDecay(recipe.train.learning_rate, decay_steps=total_steps, alpha=0.0)
+    if recipe.train.schedule == "one_cycle":
+        return OneCycleFromPeak(recipe.train.learning_rate, total_steps)
+    raise ValueError(f"unknown schedule {recipe.train.schedule!r}; use 'cosine' or 'one_cycle'")
+
+
+def _write_run_description(path: Path, recipe: Recipe, fold: int, seed: int, scores: dict, seconds: float):
+    description = {
+        "recipe": recipe.to_dict(),
+        "fold": fold,
+        "seed": seed,
+        "scores": scores,
+        "train_seconds": round(seconds, 1),
+        "keras_backend": keras.backend.backend(),
+        "versions": {"keras": keras.__version__, "python": platform.python_version()},
+    }
+    path.write_text(json.dumps(description, indent=2))
+
+
+def read_run_description(run_dir: Path) -> dict:
+    """The `recipe.json` of a finished run, with the recipe parsed back into a `Recipe`."""
+    description = json.loads((Path(run_dir) / "recipe.json").read_text())
+    description["recipe"] = Recipe.from_dict(description["recipe"])
+    return description
+
+
+class ValidationScore(keras.callbacks.Callback):
+    """Adds `val_kl` (the task's monitoring score on fold `fold`) to the epoch logs."""
+
+    def __init__(self, task: Task, fold: int, batch_size: int):
+        super().__init__()
+        self.task = task
+        self.fold = fold
+        self.batch_size = batch_size
+
+    def on_epoch_end(self, epoch, logs=None):
+        logs["val_kl"] = self.task.monitor_score(self.model, self.fold, batch_size=self.batch_size)
+
+
+class LearningRateLogger(keras.callbacks.Callback):
+    """Adds the learning rate in force at the end of the epoch to the logs (for history.csv)."""
+
+    def on_epoch_end(self, epoch, logs=None):
+        optimizer = self.model.optimizer
+        logs["learning_rate"] = float(keras.ops.convert_to_numpy(optimizer.learning_rate))

@@ -1,0 +1,182 @@
+"""End to end: a tiny fold x seed run writes its folders, predict writes a valid submission,
+--oof scores, resume retrains only what is missing, a killed run is never used, the train step
+compiles once per run, and the same recipe trains and predicts under TensorFlow."""
+
+import dataclasses
+import logging
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import jax
+import numpy as np
+import pandas as pd
+import pytest
+
+from hms_keras import constants
+from hms_keras.data.hms import read_test_csv
+from hms_keras.data.synthetic import generate_dataset
+from hms_keras.inference import Ensemble, finished_runs
+from hms_keras.recipe import Recipe
+from hms_keras.training import RUN_FILES, is_finished, read_run_description, train_recipe
+from recipes import get_recipe
+from recipes import predict as predict_script
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def tiny_recipe(data_dir: Path, folds=(0, 1), seeds=(0, 1), epochs=1) -> Recipe:
+    recipe = get_recipe("v5_eeg_cutmix:quick")
+    return dataclasses.replace(
+        recipe,
+        name="tiny_v5",
+        data=dataclasses.replace(recipe.data, data_dir=str(data_dir), n_folds=3),
+        train=dataclasses.replace(recipe.train, epochs=epochs, batch_size=4, min_weight_from_epoch=1),
+        folds=folds,
+        seeds=seeds,
+    )
+
+
+@pytest.fixture(scope="module")
+def data_dir(tmp_path_factory):
+    return generate_dataset(tmp_path_factory.mktemp("data") / "hms", n_eegs=30, seed=3, n_test_eegs=3)
+
+
+@pytest.fixture(scope="module")
+def trained(data_dir, tmp_path_factory):
+    """2 folds x 2 seeds, 1 epoch, trained in this process with XLA compilations logged."""
+    workdir = tmp_path_factory.mktemp("runs")
+    recipe = tiny_recipe(data_dir)
+    compiles = _CompileCounter()
+    logging.getLogger("jax._src.interpreters.pxla").addHandler(compiles)
+    jax.config.update("jax_log_compiles", True)
+    try:
+        scores = train_recipe(recipe, workdir)
+    finally:
+        jax.config.update("jax_log_compiles", False)
+        logging.getLogger("jax._src.interpreters.pxla").removeHandler(compiles)
+    return recipe, workdir / recipe.name, scores, compiles
+
+
+class _CompileCounter(logging.Handler):
+    def __init__(self):
+        super().__init__(level=logging.DEBUG)
+        self.names = []
+
+    def emit(self, record):
+        if record.getMessage().startswith("Compiling "):
+            self.names.append(record.getMessage().split()[1])
+
+
+def test_every_fold_and_seed_writes_a_complete_self_describing_folder(trained):
+    recipe, recipe_dir, scores, _ = trained
+    runs = finished_runs(recipe_dir)
+    assert [(run.parent.name, run.name) for run in runs] == [
+        (f"fold_{fold}", f"seed_{seed}") for fold in (0, 1) for seed in (0, 1)
+    ]
+    for run in runs:
+        assert all((run / name).is_file() for name in RUN_FILES)
+        description = read_run_description(run)
+        assert description["recipe"] == recipe
+        assert description["fold"] == int(run.parent.name[-1]) and description["seed"] == int(run.name[-1])
+        history = pd.read_csv(run / "history.csv")
+        assert len(history) == 1 and {"loss", "val_kl", "learning_rate"} <= set(history.columns)
+        assert np.isfinite(history[["loss", "val_kl"]].to_numpy()).all()
+        oof = pd.read_parquet(run / "oof.parquet")
+        assert {"eeg_id", "row", "label_id", *[f"logit_{k}" for k in range(6)]} <= set(oof.columns)
+        assert np.isfinite(oof.filter(like="logit_").to_numpy()).all()
+    assert list(scores["fold"]) == [0, 1] and list(scores["seeds"]) == [2, 2]
+    assert np.isfinite(scores[["cv", "prior_cv", "kaggle_all_rows", "prior_kaggle_all_rows"]].to_numpy()).all()
+
+
+def test_the_train_step_compiles_once_per_run(trained):
+    _, _, _, compiles = trained
+    train_step_compiles = [name for name in compiles.names if "train_step" in name]
+    assert len(train_step_compiles) == 4, compiles.names  # 4 runs, 1 compilation each
+
+
+def test_predict_writes_a_valid_submission_in_test_order(trained, data_dir, tmp_path):
+    _, recipe_dir, _, _ = trained
+    out = tmp_path / "submission.csv"
+    assert predict_script.main(["--runs", str(recipe_dir), "--out", str(out)]) == 0
+    submission = pd.read_csv(out)
+    assert list(submission.columns) == ["eeg_id", *constants.VOTE_COLUMNS]
+    assert list(submission["eeg_id"]) == list(read_test_csv(data_dir / "test.csv")["eeg_id"])
+    probabilities = submission[list(constants.VOTE_COLUMNS)].to_numpy()
+    np.testing.assert_allclose(probabilities.sum(axis=1), 1.0, rtol=1e-6)
+    assert (probabilities > 0).all()
+
+
+def test_single_file_api_matches_the_test_set_prediction(trained, data_dir):
+    _, recipe_dir, _, _ = trained
+    ensemble = Ensemble.load(recipe_dir)
+    submission = ensemble.predict_test()
+    first = submission.iloc[0]
+    probabilities = ensemble.predict_file(data_dir / "test_eegs" / f"{first['eeg_id']}.parquet")
+    np.testing.assert_allclose(probabilities, first[list(constants.VOTE_COLUMNS)].to_numpy(float), atol=1e-5)
+
+
+def test_oof_mode_prints_finite_scores(trained, capsys):
+    _, recipe_dir, _, _ = trained
+    assert predict_script.main(["--runs", str(recipe_dir), "--oof"]) == 0
+    table = capsys.readouterr().out
+    assert "prior_cv" in table and "nan" not in table
+
+
+def test_resume_retrains_only_the_deleted_run(trained):
+    recipe, recipe_dir, _, _ = trained
+    import shutil
+
+    deleted = recipe_dir / "fold_1" / "seed_0"
+    kept = {run: (run / "model.keras").stat().st_mtime_ns for run in finished_runs(recipe_dir) if run != deleted}
+    shutil.rmtree(deleted)
+    train_recipe(recipe, recipe_dir.parent)
+    assert is_finished(deleted)
+    assert {run: (run / "model.keras").stat().st_mtime_ns for run in kept} == kept
+
+
+def test_a_killed_run_leaves_no_folder_that_predict_would_use(data_dir, tmp_path):
+    workdir = tmp_path / "runs"
+    command = [
+        sys.executable, "-m", "recipes.train", "--recipe", "v5_eeg_cutmix:quick", "--workdir", str(workdir),
+        "--data-dir", str(data_dir), "--set", "data.n_folds=3", "--set", "train.batch_size=4",
+        "--set", "train.epochs=50",
+    ]
+    process = subprocess.Popen(command, cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                               env={**os.environ, "KERAS_BACKEND": "jax"})
+    partial = workdir / "v5_eeg_cutmix_quick" / "fold_0" / "seed_0.partial"
+    deadline = time.time() + 240
+    while not (partial / "history.csv").exists() and process.poll() is None and time.time() < deadline:
+        time.sleep(0.5)
+    process.send_signal(signal.SIGKILL)
+    process.wait()
+    assert partial.is_dir(), "the run never started"
+    assert not (workdir / "v5_eeg_cutmix_quick" / "fold_0" / "seed_0").exists()
+    with pytest.raises(FileNotFoundError, match="no finished run"):
+        finished_runs(workdir / "v5_eeg_cutmix_quick")
+
+
+def test_tensorflow_trains_and_predicts_and_reads_jax_models(trained, data_dir, tmp_path):
+    _, jax_recipe_dir, _, _ = trained
+    script = f"""
+import dataclasses, sys
+sys.path.insert(0, {str(REPO / 'tests')!r})
+from pathlib import Path
+from test_training import tiny_recipe
+from hms_keras.training import train_recipe
+from hms_keras.inference import Ensemble
+recipe = dataclasses.replace(tiny_recipe(Path({str(data_dir)!r}), folds=(0,), seeds=(0,)), name="tiny_v5_tf")
+train_recipe(recipe, Path({str(tmp_path)!r}))
+for recipe_dir in (Path({str(tmp_path)!r}) / "tiny_v5_tf", Path({str(jax_recipe_dir)!r})):
+    submission = Ensemble.load(recipe_dir).predict_test()
+    print("rowsums", submission.iloc[:, 1:].sum(axis=1).round(6).tolist())
+"""
+    result = subprocess.run([sys.executable, "-c", script], cwd=REPO, capture_output=True, text=True,
+                            env={**os.environ, "KERAS_BACKEND": "tensorflow"}, timeout=600)
+    assert result.returncode == 0, result.stderr[-3000:]
+    sums = [line for line in result.stdout.splitlines() if line.startswith("rowsums")]
+    assert sums == ["rowsums [1.0, 1.0, 1.0]"] * 2
+    assert is_finished(tmp_path / "tiny_v5_tf" / "fold_0" / "seed_0")
