@@ -15,7 +15,6 @@ the min-vote schedule travels inside the targets rather than as a Python constan
 and every epoch reuses `model.train_function` (`tests/test_training.py` counts XLA compilations).
 """
 
-import dataclasses
 import json
 import os
 import platform
@@ -24,7 +23,6 @@ import time
 from pathlib import Path
 
 import keras
-import numpy as np
 import pandas as pd
 
 from hms_keras.models import MODELS
