@@ -91,6 +91,5 @@ class SpectrogramTask(Task):
         averaged over models (as the baseline's notebook does). Rows in test.csv order."""
         test = self.test_rows()
         dataset, rows = make_spectrogram_eval_dataset(self.layout, test, split="test", batch_size=batch_size)
-        probabilities = ensemble_probabilities(models, dataset, num_batches(rows, batch_size))  # (spectrograms, 6)
-        by_spectrogram = pd.DataFrame(probabilities, index=rows["spectrogram_id"].to_numpy())
-        return submission_frame(test["eeg_id"], by_spectrogram.loc[test["spectrogram_id"]].to_numpy())
+        probabilities = ensemble_probabilities(models, dataset, num_batches(rows, batch_size))  # (test rows, 6)
+        return submission_frame(rows["eeg_id"], probabilities)
