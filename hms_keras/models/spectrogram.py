@@ -17,7 +17,6 @@ shortcuts of stages 2-4, batch norm with gamma and beta, and the 512 x 6 + 6 cla
 """
 
 import keras
-import keras_hub
 
 from hms_keras import constants
 
@@ -57,6 +56,8 @@ def build_spectrogram_resnet34d(preset=None, name="spec_resnet34d"):
         ValueError: the preset cannot be loaded (not a directory, not cached and no network), or
             its architecture is not ResNet-34-D.
     """
+    import keras_hub  # imported here: it loads TensorFlow, which raw-EEG users need not pay for
+
     backbone = keras_hub.models.ResNetBackbone(
         **RESNET34D_ARCHITECTURE, image_shape=(IMAGE_SIZE, IMAGE_SIZE, 1), name="resnet34d_backbone"
     )
@@ -87,6 +88,8 @@ def load_preset_backbone(preset):
         ValueError: the preset cannot be loaded, with the ways to provide it, or its architecture
             differs from `RESNET34D_ARCHITECTURE` (the differing arguments are named).
     """
+    import keras_hub
+
     try:
         source = keras_hub.models.ResNetBackbone.from_preset(preset)
     except (OSError, ValueError) as err:  # missing files, unknown names, no network (OSError)
