@@ -1,0 +1,55 @@
+"""Depthwise 2D convolution written as a sum of shifted slices, for XLA on CPU."""
+
+import keras
+from keras import ops
+
+
+@keras.saving.register_keras_serializable(package="hms_keras")
+class ShiftedDepthwiseConv2D(keras.layers.DepthwiseConv2D):
+    """`keras.layers.DepthwiseConv2D` (stride 1, 'same' padding, channels_last) as shifted slices.
+
+    Same constructor, kernel variable `(kernel_h, kernel_w, channels, depth_multiplier)` and output
+    channel order (`c * depth_multiplier + m`, the PyTorch grouped-conv order) as the Keras layer,
+    so weights move between the two unchanged. The forward pass repeats each input channel
+    `depth_multiplier` times, zero-pads, and sums over the kernel taps a shifted view times one row
+    of the kernel: elementwise work that XLA fuses, where its CPU backend lowers grouped
+    convolutions to a slow generic loop (~50x slower for this model's (1, k) x4 convolutions).
+
+    Input `(batch, height, width, channels)`, output `(batch, height, width, channels *
+    depth_multiplier)`; height and width must be static.
+    """
+
+    def __init__(self, kernel_size, **kwargs):
+        super().__init__(kernel_size, **kwargs)
+        if self.padding != "same" or self.data_format != "channels_last":
+            raise ValueError(
+                f"{self.__class__.__name__} supports only padding='same' and channels_last; "
+                f"got padding={self.padding!r}, data_format={self.data_format!r}"
+            )
+        if self.strides != (1, 1) or self.dilation_rate != (1, 1):
+            raise ValueError(
+                f"{self.__class__.__name__} supports only stride 1 and dilation 1; "
+                f"got strides={self.strides}, dilation_rate={self.dilation_rate}"
+            )
+
+    def call(self, inputs):
+        _, height, width, channels = inputs.shape
+        if height is None or width is None:
+            raise ValueError(f"{self.name}: height and width must be static, got input shape {inputs.shape}")
+        kernel_h, kernel_w = self.kernel_size
+        out_channels = channels * self.depth_multiplier
+        x = ops.repeat(inputs, self.depth_multiplier, axis=-1) if self.depth_multiplier > 1 else inputs
+        x = ops.pad(
+            x, [[0, 0], [(kernel_h - 1) // 2, kernel_h // 2], [(kernel_w - 1) // 2, kernel_w // 2], [0, 0]]
+        )  # (batch, height + kernel_h - 1, width + kernel_w - 1, out_channels), channel c * m_total + m
+        taps = ops.reshape(ops.cast(self.kernel, x.dtype), (kernel_h, kernel_w, out_channels))
+        outputs = None
+        for i in range(kernel_h):
+            for j in range(kernel_w):
+                term = x[:, i : i + height, j : j + width, :] * taps[i, j]  # (batch, h, w, out_channels)
+                outputs = term if outputs is None else outputs + term
+        if self.use_bias:
+            outputs = outputs + ops.cast(self.bias, outputs.dtype)
+        if self.activation is not None:
+            outputs = self.activation(outputs)
+        return outputs
