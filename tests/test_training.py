@@ -180,3 +180,23 @@ for recipe_dir in (Path({str(tmp_path)!r}) / "tiny_v5_tf", Path({str(jax_recipe_
     sums = [line for line in result.stdout.splitlines() if line.startswith("rowsums")]
     assert sums == ["rowsums [1.0, 1.0, 1.0]"] * 2
     assert is_finished(tmp_path / "tiny_v5_tf" / "fold_0" / "seed_0")
+
+
+@pytest.mark.slow
+def test_spectrogram_recipe_trains_scores_and_predicts(data_dir, tmp_path):
+    recipe = get_recipe("spec_resnet34d:quick")
+    recipe = dataclasses.replace(
+        recipe,
+        name="tiny_spec",
+        data=dataclasses.replace(recipe.data, data_dir=str(data_dir), n_folds=3),
+        train=dataclasses.replace(recipe.train, epochs=2, batch_size=2, early_stopping_patience=1),
+    )
+    scores = train_recipe(recipe, tmp_path)
+    run = tmp_path / "tiny_spec" / "fold_0" / "seed_1086"
+    assert is_finished(run)
+    history = pd.read_csv(run / "history.csv")
+    assert len(history) >= 1 and np.isfinite(history["val_kl"]).all()
+    assert np.isfinite(scores[["kl", "prior_kl"]].to_numpy()).all()
+    submission = Ensemble.load(tmp_path / "tiny_spec").predict_test()
+    assert list(submission["eeg_id"]) == list(read_test_csv(data_dir / "test.csv")["eeg_id"])
+    np.testing.assert_allclose(submission[list(constants.VOTE_COLUMNS)].sum(axis=1), 1.0, rtol=1e-6)
