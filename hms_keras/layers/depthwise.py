@@ -1,4 +1,4 @@
-"""Depthwise 2D convolution written as a sum of shifted slices, for XLA on CPU."""
+"""Depthwise 2D convolution written as a sum of shifted slices on JAX (XLA lowers grouped convs poorly on CPU)."""
 
 import keras
 from keras import ops
@@ -6,14 +6,15 @@ from keras import ops
 
 @keras.saving.register_keras_serializable(package="hms_keras")
 class ShiftedDepthwiseConv2D(keras.layers.DepthwiseConv2D):
-    """`keras.layers.DepthwiseConv2D` (stride 1, 'same' padding, channels_last) as shifted slices.
+    """`keras.layers.DepthwiseConv2D` (stride 1, 'same' padding, channels_last), as shifted slices on JAX.
 
     Same constructor, kernel variable `(kernel_h, kernel_w, channels, depth_multiplier)` and output
     channel order (`c * depth_multiplier + m`, the PyTorch grouped-conv order) as the Keras layer,
-    so weights move between the two unchanged. The forward pass repeats each input channel
-    `depth_multiplier` times, zero-pads, and sums over the kernel taps a shifted view times one row
-    of the kernel: elementwise work that XLA fuses, where its CPU backend lowers grouped
+    so weights move between the two unchanged. On the JAX backend the forward pass repeats each
+    input channel `depth_multiplier` times, zero-pads, and sums over the kernel taps a shifted view
+    times one row of the kernel: elementwise work that XLA fuses, where XLA:CPU lowers grouped
     convolutions to a slow generic loop (~50x slower for this model's (1, k) x4 convolutions).
+    TensorFlow and torch keep their native depthwise kernels (oneDNN), which are faster there.
 
     Input `(batch, height, width, channels)`, output `(batch, height, width, channels *
     depth_multiplier)`; height and width must be static.
@@ -33,6 +34,8 @@ class ShiftedDepthwiseConv2D(keras.layers.DepthwiseConv2D):
             )
 
     def call(self, inputs):
+        if keras.backend.backend() != "jax":
+            return super().call(inputs)
         _, height, width, channels = inputs.shape
         if height is None or width is None:
             raise ValueError(f"{self.name}: height and width must be static, got input shape {inputs.shape}")

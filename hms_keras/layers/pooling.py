@@ -44,9 +44,10 @@ class GeMPooling2D(keras.layers.Layer):
 class SlicedMaxPooling2D(keras.layers.MaxPooling2D):
     """`keras.layers.MaxPooling2D` with non-overlapping windows ('valid', strides == pool_size).
 
-    Computed as the elementwise maximum of the strided slices of the input, one per window
-    offset. Same outputs and config as the Keras layer; the gradient is a plain select, where the
-    `reduce_window` gradient (select-and-scatter) lowers to a slow index-tracking loop on XLA:CPU.
+    On the JAX backend it is computed as the elementwise maximum of the strided slices of the
+    input, one per window offset: the gradient is then a plain select, where the `reduce_window`
+    gradient (select-and-scatter) lowers to a slow index-tracking loop on XLA:CPU. Other backends
+    use the Keras implementation. Same outputs and config as the Keras layer.
     Input `(batch, height, width, channels)`, output `(batch, height // ph, width // pw, channels)`.
     """
 
@@ -60,6 +61,8 @@ class SlicedMaxPooling2D(keras.layers.MaxPooling2D):
             )
 
     def call(self, inputs):
+        if keras.backend.backend() != "jax":
+            return super().call(inputs)
         _, height, width, _ = inputs.shape
         pool_h, pool_w = self.pool_size
         out_h, out_w = height // pool_h, width // pool_w
