@@ -1,0 +1,164 @@
+"""Training and inference speed, compile time and peak memory of the models, per Keras backend.
+
+    .venv/bin/python benchmarks/model_step.py                       # jax, tensorflow, torch; both models
+    .venv/bin/python benchmarks/model_step.py --backend jax --models v5_eeg_dual_effnet1d --steps 3
+    .venv/bin/python benchmarks/model_step.py --untuned             # without the CPU runtime settings
+
+Each backend runs in its own subprocess (so peak RSS is per backend) and reports, for a random
+batch: the first `train_on_batch` (trace + compile + one step, seconds), the median time of the
+next `--steps` compiled train steps (EEG/s = batch / median), the same for `predict_on_batch`,
+and the process's peak RSS (GB, build and compile included). Training is compiled the way
+`hms_keras.training` compiles it: `TorchAdamW` (AdamW, lr 1e-3, eps 1e-4, weight decay 1e-5),
+the model's loss, `jit_compile` left at Keras' default. Timings on a shared machine are noisy:
+the load average is printed with each row; run it more than once.
+
+CPU runtime settings (on unless `--untuned`), exported to the subprocesses:
+- `XLA_FLAGS=--xla_cpu_enable_concurrency_optimized_scheduler=false`: XLA:CPU's default scheduler
+  orders the program for parallelism and keeps most activations alive at once, which undoes the
+  model's rematerialisation (v5 at batch 32: ~19 GB peak RSS with it, ~4 GB without it).
+- `GLIBC_TUNABLES=glibc.malloc.hugetlb=1`: glibc backs large allocations with transparent huge
+  pages, so XLA's per-step buffers do not page-fault 4 KiB at a time (~25% of the step's CPU time).
+"""
+
+import argparse
+import json
+import os
+import resource
+import subprocess
+import sys
+import time
+
+import numpy as np
+
+BACKENDS = ("jax", "tensorflow", "torch")
+MODEL_NAMES = ("v5_eeg_dual_effnet1d", "spec_resnet34d")
+CPU_TUNING = {
+    "XLA_FLAGS": "--xla_cpu_enable_concurrency_optimized_scheduler=false",
+    "GLIBC_TUNABLES": "glibc.malloc.hugetlb=1",
+}
+
+
+def random_batch(model_name, batch_size, rng):
+    """A random `(inputs, targets)` batch in the layout of `model_name`'s task."""
+    if model_name == "v5_eeg_dual_effnet1d":
+        inputs = {
+            "eeg": rng.uniform(-1, 1, (batch_size, 512, 18)).astype("float32"),  # (batch, time, channels) mV
+            "mask": rng.uniform(0.3, 1, (batch_size, 512, 18)).astype("float32"),
+        }
+        probs = rng.dirichlet(np.ones(6), (batch_size, 2))  # (batch, heads, classes)
+        weight = rng.uniform(0.1, 1, (batch_size, 2, 1))
+        targets = np.concatenate([probs, weight, np.zeros((batch_size, 2, 1))], axis=-1).astype("float32")
+        return inputs, targets
+    inputs = {"spectrogram": rng.standard_normal((batch_size, 400, 300, 1)).astype("float32")}
+    return inputs, rng.dirichlet(np.ones(6), batch_size).astype("float32")
+
+
+def measure(model_name, batch_size, steps):
+    """Build, compile and time one model in this process; returns a dict of figures."""
+    import keras
+
+    from hms_keras.losses import KLDivergenceFromLogits, VoteWeightedKLDivergence
+    from hms_keras.models import MODELS
+    from hms_keras.optimizers import TorchAdamW
+
+    keras.utils.set_random_seed(0)
+    started = time.perf_counter()
+    model = MODELS[model_name]()
+    build_s = time.perf_counter() - started
+    loss = VoteWeightedKLDivergence() if model_name == "v5_eeg_dual_effnet1d" else KLDivergenceFromLogits()
+    model.compile(optimizer=TorchAdamW(learning_rate=1e-3, weight_decay=1e-5, epsilon=1e-4), loss=loss)
+    inputs, targets = random_batch(model_name, batch_size, np.random.default_rng(0))
+
+    started = time.perf_counter()
+    first_loss = float(model.train_on_batch(inputs, targets))
+    train_first_s = time.perf_counter() - started
+    train_s = []
+    for _ in range(steps):
+        started = time.perf_counter()
+        last_loss = float(model.train_on_batch(inputs, targets))
+        train_s.append(time.perf_counter() - started)
+
+    started = time.perf_counter()
+    np.asarray(model.predict_on_batch(inputs))
+    predict_first_s = time.perf_counter() - started
+    predict_s = []
+    for _ in range(max(steps, 3)):
+        started = time.perf_counter()
+        np.asarray(model.predict_on_batch(inputs))
+        predict_s.append(time.perf_counter() - started)
+    return {
+        "backend": keras.backend.backend(),
+        "model": model_name,
+        "batch_size": batch_size,
+        "build_s": build_s,
+        "train_first_s": train_first_s,
+        "train_per_s": batch_size / float(np.median(train_s)),
+        "predict_first_s": predict_first_s,
+        "predict_per_s": batch_size / float(np.median(predict_s)),
+        "peak_rss_gb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20,  # KiB -> GiB
+        "loss_first_last": (first_loss, last_loss),
+        "load_avg_1min": os.getloadavg()[0],
+    }
+
+
+def run_child(backend, model_name, args):
+    """Run `measure` for one (backend, model) in a fresh subprocess; returns its dict or an error."""
+    env = dict(os.environ, KERAS_BACKEND=backend)
+    if not args.untuned:
+        env.update(CPU_TUNING)
+    command = [
+        sys.executable,
+        __file__,
+        "--child",
+        "--models",
+        model_name,
+        "--batch-size",
+        str(args.batch_size),
+        "--steps",
+        str(args.steps),
+    ]
+    done = subprocess.run(command, check=False, env=env, capture_output=True, text=True)
+    lines = [line for line in done.stdout.splitlines() if line.startswith("{")]
+    if done.returncode != 0 or not lines:
+        return {"backend": backend, "model": model_name, "error": done.stderr.strip().splitlines()[-1:]}
+    return json.loads(lines[-1])
+
+
+def print_table(rows, tuned):
+    print(f"\nbatch {rows[0]['batch_size']}, CPU runtime settings {'on' if tuned else 'off'}")
+    print("| model | backend | first train step (s) | train EEG/s | inference EEG/s | peak RSS (GB) | load |")
+    print("|---|---|---|---|---|---|---|")
+    for row in rows:
+        if "error" in row:
+            print(f"| {row['model']} | {row['backend']} | failed: {row['error']} | | | | |")
+            continue
+        print(
+            f"| {row['model']} | {row['backend']} | {row['train_first_s']:.0f} | {row['train_per_s']:.2f} | "
+            f"{row['predict_per_s']:.1f} | {row['peak_rss_gb']:.1f} | {row['load_avg_1min']:.1f} |"
+        )
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--backend", choices=BACKENDS + ("all",), default="all")
+    parser.add_argument("--models", nargs="+", choices=MODEL_NAMES, default=list(MODEL_NAMES))
+    parser.add_argument("--batch-size", type=int, default=32)
+    parser.add_argument("--steps", type=int, default=5, help="timed steps after the first (compile) step")
+    parser.add_argument("--untuned", action="store_true", help="do not export the CPU runtime settings")
+    parser.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.child:
+        print(json.dumps(measure(args.models[0], args.batch_size, args.steps)), flush=True)
+        return
+    backends = BACKENDS if args.backend == "all" else (args.backend,)
+    rows = []
+    for model_name in args.models:
+        for backend in backends:
+            row = run_child(backend, model_name, args)
+            print(json.dumps(row), flush=True)
+            rows.append(row)
+    print_table(rows, tuned=not args.untuned)
+
+
+if __name__ == "__main__":
+    main()
