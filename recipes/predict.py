@@ -10,11 +10,12 @@ in probability space. The submission has test.csv's eeg_id order and rows that s
 """
 
 import argparse
-import os
 import sys
 from pathlib import Path
 
-os.environ.setdefault("KERAS_BACKEND", "jax")
+from recipes import cpu_runtime  # noqa: E402
+
+cpu_runtime.configure()
 
 from hms_keras.inference import Ensemble, score_out_of_fold  # noqa: E402
 

@@ -9,10 +9,11 @@ oof.parquet); finished folders are skipped, so an interrupted command resumes wh
 """
 
 import argparse
-import os
 import sys
 
-os.environ.setdefault("KERAS_BACKEND", "jax")
+from recipes import cpu_runtime  # noqa: E402
+
+cpu_runtime.configure()
 
 from hms_keras.recipe import apply_overrides, override_keys  # noqa: E402
 from hms_keras.training import train_recipe  # noqa: E402

@@ -1,9 +1,11 @@
-"""Shared test set-up: the JAX backend unless the caller chose one, a private cache folder, and
-the `slow` marker (skipped unless --runslow)."""
+"""Shared test set-up: the JAX backend unless the caller chose one (with the recipes' XLA:CPU
+settings), a private cache folder, and the `slow` marker (skipped unless --runslow)."""
 
 import os
 
-os.environ.setdefault("KERAS_BACKEND", "jax")
+from recipes import cpu_runtime  # noqa: E402
+
+cpu_runtime.configure()  # JAX by default, and the XLA:CPU scheduler flag (also for subprocesses)
 
 import pytest  # noqa: E402
 
