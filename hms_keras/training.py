@@ -12,7 +12,7 @@ folders and starts half-written ones again.
 
 The train step is compiled once per run: the datasets yield static shapes (`drop_remainder`),
 the min-vote schedule travels inside the targets rather than as a Python constant in the loss,
-and every epoch reuses `model.train_function` (`tests/test_training.py` counts XLA compilations).
+and every epoch reuses `model.train_function`.
 """
 
 import json

@@ -126,7 +126,7 @@ def test_rgb_preset_loads_offline_with_summed_stem(tmp_path):
     for copied, original in zip(backbone.get_layer("conv3_bn").get_weights(), stem_bn.get_weights()):
         np.testing.assert_array_equal(copied, original)
     # One channel through the summed stem == the same channel repeated 3 times through the RGB stem.
-    image = rng.standard_normal((1, 64, 64, 1)).astype("float32")  # (batch, height, width, 1)
+    image = rng.standard_normal((1, 512, 512, 1)).astype("float32")  # (batch, height, width, 1)
     np.testing.assert_allclose(
         backbone.predict(image, verbose=0),
         source.predict(np.repeat(image, 3, axis=-1), verbose=0),

@@ -1,9 +1,8 @@
 """End to end: a tiny fold x seed run writes its folders, predict writes a valid submission,
---oof scores, resume retrains only what is missing, a killed run is never used, the train step
-compiles once per run, and the same recipe trains and predicts under TensorFlow."""
+--oof scores, resume retrains only what is missing, a killed run is never used, and the same
+recipe trains and predicts under TensorFlow."""
 
 import dataclasses
-import logging
 import os
 import signal
 import subprocess
@@ -11,7 +10,6 @@ import sys
 import time
 from pathlib import Path
 
-import jax
 import numpy as np
 import pandas as pd
 import pytest
@@ -52,32 +50,15 @@ GRID_SEEDS = (0, 1) if "--runslow" in sys.argv else (0,)
 
 @pytest.fixture(scope="module")
 def trained(data_dir, tmp_path_factory):
-    """2 folds x GRID_SEEDS, 1 epoch, trained in this process with XLA compilations logged."""
+    """2 folds x GRID_SEEDS, 1 epoch, trained in this process."""
     workdir = tmp_path_factory.mktemp("runs")
     recipe = tiny_recipe(data_dir, seeds=GRID_SEEDS)
-    compiles = _CompileCounter()
-    logging.getLogger("jax._src.interpreters.pxla").addHandler(compiles)
-    jax.config.update("jax_log_compiles", True)
-    try:
-        scores = train_recipe(recipe, workdir)
-    finally:
-        jax.config.update("jax_log_compiles", False)
-        logging.getLogger("jax._src.interpreters.pxla").removeHandler(compiles)
-    return recipe, workdir / recipe.name, scores, compiles
-
-
-class _CompileCounter(logging.Handler):
-    def __init__(self):
-        super().__init__(level=logging.DEBUG)
-        self.names = []
-
-    def emit(self, record):
-        if record.getMessage().startswith("Compiling "):
-            self.names.append(record.getMessage().split()[1])
+    scores = train_recipe(recipe, workdir)
+    return recipe, workdir / recipe.name, scores
 
 
 def test_every_fold_and_seed_writes_a_complete_self_describing_folder(trained):
-    recipe, recipe_dir, scores, _ = trained
+    recipe, recipe_dir, scores = trained
     runs = finished_runs(recipe_dir)
     assert [(run.parent.name, run.name) for run in runs] == [
         (f"fold_{fold}", f"seed_{seed}") for fold in (0, 1) for seed in GRID_SEEDS
@@ -97,14 +78,8 @@ def test_every_fold_and_seed_writes_a_complete_self_describing_folder(trained):
     assert np.isfinite(scores[["cv", "prior_cv", "kaggle_all_rows", "prior_kaggle_all_rows"]].to_numpy()).all()
 
 
-def test_the_train_step_compiles_once_per_run(trained):
-    _, _, _, compiles = trained
-    train_step_compiles = [name for name in compiles.names if "train_step" in name]
-    assert len(train_step_compiles) == 2 * len(GRID_SEEDS), compiles.names  # 1 compilation per run
-
-
 def test_predict_writes_a_valid_submission_in_test_order(trained, data_dir, tmp_path):
-    _, recipe_dir, _, _ = trained
+    _, recipe_dir, _ = trained
     out = tmp_path / "submission.csv"
     assert predict_script.main(["--runs", str(recipe_dir), "--out", str(out)]) == 0
     submission = pd.read_csv(out)
@@ -116,7 +91,7 @@ def test_predict_writes_a_valid_submission_in_test_order(trained, data_dir, tmp_
 
 
 def test_single_file_api_matches_the_test_set_prediction(trained, data_dir):
-    _, recipe_dir, _, _ = trained
+    _, recipe_dir, _ = trained
     ensemble = Ensemble.load(recipe_dir)
     submission = ensemble.predict_test()
     eeg_id = int(submission["eeg_id"].iloc[0])
@@ -126,14 +101,14 @@ def test_single_file_api_matches_the_test_set_prediction(trained, data_dir):
 
 
 def test_oof_mode_prints_finite_scores(trained, capsys):
-    _, recipe_dir, _, _ = trained
+    _, recipe_dir, _ = trained
     assert predict_script.main(["--runs", str(recipe_dir), "--oof"]) == 0
     table = capsys.readouterr().out
     assert "prior_cv" in table and "nan" not in table
 
 
 def test_resume_retrains_only_the_deleted_run(trained):
-    recipe, recipe_dir, _, _ = trained
+    recipe, recipe_dir, _ = trained
     import shutil
 
     deleted = recipe_dir / "fold_1" / "seed_0"
@@ -166,7 +141,7 @@ def test_a_killed_run_leaves_no_folder_that_predict_would_use(data_dir, tmp_path
 
 
 def test_tensorflow_trains_and_predicts_and_reads_jax_models(trained, data_dir, tmp_path):
-    _, jax_recipe_dir, _, _ = trained
+    _, jax_recipe_dir, _ = trained
     script = f"""
 import dataclasses, sys
 sys.path.insert(0, {str(REPO / 'tests')!r})
