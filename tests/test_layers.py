@@ -12,6 +12,7 @@ from hms_keras.layers import (
     SlicedMaxPooling2D,
     SplitHemispheres,
     StackHemispheres,
+    elu,
 )
 
 
@@ -55,6 +56,16 @@ def test_shifted_depthwise_rejects_unsupported_options():
         ShiftedDepthwiseConv2D(3, padding="valid")
     with pytest.raises(ValueError, match="stride 1"):
         ShiftedDepthwiseConv2D(3, padding="same", strides=2)
+
+
+def test_elu_equals_keras_elu_value_for_value_with_gradient_one_at_zero():
+    import jax
+
+    x = np.array([-80.0, -3.0, -1e-8, -0.0, 0.0, 1e-8, 0.5, 7.0], "float32")
+    np.testing.assert_array_equal(np.asarray(elu(x)), np.asarray(keras.activations.elu(x)))
+    grad = np.asarray(jax.vmap(jax.grad(elu))(x))
+    np.testing.assert_allclose(grad, np.where(x > 0, 1.0, np.exp(np.minimum(x, 0.0))), rtol=1e-6, atol=1e-30)
+    assert grad[4] == 1.0
 
 
 @pytest.mark.parametrize("pool_size, width", [((1, 2), 16), ((2, 2), 9), ((1, 3), 7)])
@@ -112,7 +123,7 @@ def _small_block(seed, shape=(4, 3)):
     inputs = keras.Input(shape)
     x = keras.layers.Dense(5)(inputs)
     x = keras.layers.BatchNormalization(momentum=0.5)(x)
-    return keras.Model(inputs, keras.layers.Activation("elu")(x))
+    return keras.Model(inputs, keras.layers.Activation(elu)(x))
 
 
 def test_rematerialized_block_trains_like_the_plain_block():

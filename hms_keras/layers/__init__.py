@@ -1,5 +1,6 @@
 """Custom Keras layers for what Keras lacks; all registered as `hms_keras>...` serializables."""
 
+from hms_keras.layers.activations import elu
 from hms_keras.layers.depthwise import ShiftedDepthwiseConv2D
 from hms_keras.layers.hemispheres import CosineSimilarity, SplitHemispheres, StackHemispheres
 from hms_keras.layers.pooling import GeMPooling2D, SlicedMaxPooling2D
@@ -13,4 +14,5 @@ __all__ = [
     "SlicedMaxPooling2D",
     "SplitHemispheres",
     "StackHemispheres",
+    "elu",
 ]

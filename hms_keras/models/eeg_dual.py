@@ -12,8 +12,8 @@ along time, the `(3, 1)` channel mixer runs across the 10 EEG channels.
 Formulation choices for speed on XLA (JAX) CPU, measured in `benchmarks/model_step.py`; none
 changes the parameters or the function computed: 1x1 convolutions are `Dense` layers on the
 channel axis (XLA's dot is ~4x faster than its 1x1 convolution), depthwise convolutions are
-`ShiftedDepthwiseConv2D`, max pools are `SlicedMaxPooling2D`, and each inverted residual is
-`Rematerialized` so training memory stays small.
+`ShiftedDepthwiseConv2D`, max pools are `SlicedMaxPooling2D`, ELU is `hms_keras.layers.elu`, and
+each inverted residual is `Rematerialized` so training memory stays small.
 """
 
 import math
@@ -29,6 +29,7 @@ from hms_keras.layers import (
     SlicedMaxPooling2D,
     SplitHemispheres,
     StackHemispheres,
+    elu,
 )
 
 WIDTH = 64  # encoder features
@@ -61,7 +62,7 @@ def _batch_norm(name):
 
 def _bn_elu(x, name):
     x = _batch_norm(f"{name}_bn")(x)
-    return keras.layers.Activation("elu", name=f"{name}_elu")(x)
+    return keras.layers.Activation(elu, name=f"{name}_elu")(x)
 
 
 def apply_pointwise_bn_act(x, filters, name):
@@ -90,7 +91,7 @@ def apply_squeeze_excite(x, hidden, name):
     gate = keras.layers.Dense(
         hidden, kernel_initializer=_kernel_init(), bias_initializer=_uniform_init(channels), name=f"{name}_reduce"
     )(gate)  # (n, 1, 1, hidden)
-    gate = keras.layers.Activation("elu", name=f"{name}_elu")(gate)
+    gate = keras.layers.Activation(elu, name=f"{name}_elu")(gate)
     gate = keras.layers.Dense(
         channels, kernel_initializer=_kernel_init(), bias_initializer=_uniform_init(hidden), name=f"{name}_expand"
     )(gate)  # (n, 1, 1, c)
