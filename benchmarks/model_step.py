@@ -16,8 +16,14 @@ CPU runtime settings (on unless `--untuned`), exported to the subprocesses:
 - `XLA_FLAGS=--xla_cpu_enable_concurrency_optimized_scheduler=false`: XLA:CPU's default scheduler
   orders the program for parallelism and keeps most activations alive at once, which undoes the
   model's rematerialisation (v5 at batch 32: ~19 GB peak RSS with it, ~4 GB without it).
-- `GLIBC_TUNABLES=glibc.malloc.hugetlb=1`: glibc backs large allocations with transparent huge
-  pages, so XLA's per-step buffers do not page-fault 4 KiB at a time (~25% of the step's CPU time).
+- `GLIBC_TUNABLES=glibc.malloc.hugetlb=1:glibc.malloc.mmap_max=0:glibc.malloc.trim_threshold=...`:
+  large allocations come from a heap that is kept and reused instead of fresh `mmap`s returned
+  after every step, and with transparent huge pages: no longer ~3-4 million page faults a step
+  (torch at batch 16: 31-58 s -> 10 s a step; JAX: ~25% less CPU time).
+  Both must be in the environment before the process starts (the subprocesses get them).
+
+Wall-clock EEG/s on a shared machine depend on the load; the CPU seconds (all threads, user +
+system) a train step costs are the steadier figure to compare.
 """
 
 import argparse
@@ -34,7 +40,7 @@ BACKENDS = ("jax", "tensorflow", "torch")
 MODEL_NAMES = ("v5_eeg_dual_effnet1d", "spec_resnet34d")
 CPU_TUNING = {
     "XLA_FLAGS": "--xla_cpu_enable_concurrency_optimized_scheduler=false",
-    "GLIBC_TUNABLES": "glibc.malloc.hugetlb=1",
+    "GLIBC_TUNABLES": "glibc.malloc.hugetlb=1:glibc.malloc.mmap_max=0:glibc.malloc.trim_threshold=68719476736",
 }
 
 
@@ -72,11 +78,12 @@ def measure(model_name, batch_size, steps):
     started = time.perf_counter()
     first_loss = float(model.train_on_batch(inputs, targets))
     train_first_s = time.perf_counter() - started
-    train_s = []
+    train_s, train_cpu_s = [], []
     for _ in range(steps):
-        started = time.perf_counter()
+        started, started_cpu = time.perf_counter(), time.process_time()
         last_loss = float(model.train_on_batch(inputs, targets))
         train_s.append(time.perf_counter() - started)
+        train_cpu_s.append(time.process_time() - started_cpu)
 
     started = time.perf_counter()
     np.asarray(model.predict_on_batch(inputs))
@@ -93,6 +100,7 @@ def measure(model_name, batch_size, steps):
         "build_s": build_s,
         "train_first_s": train_first_s,
         "train_per_s": batch_size / float(np.median(train_s)),
+        "train_cpu_s_per_step": float(np.median(train_cpu_s)),
         "predict_first_s": predict_first_s,
         "predict_per_s": batch_size / float(np.median(predict_s)),
         "peak_rss_gb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20,  # KiB -> GiB
@@ -126,15 +134,18 @@ def run_child(backend, model_name, args):
 
 def print_table(rows, tuned):
     print(f"\nbatch {rows[0]['batch_size']}, CPU runtime settings {'on' if tuned else 'off'}")
-    print("| model | backend | first train step (s) | train EEG/s | inference EEG/s | peak RSS (GB) | load |")
-    print("|---|---|---|---|---|---|---|")
+    print(
+        "| model | backend | first train step (s) | train EEG/s | train CPU s/step | inference EEG/s | peak RSS (GB) | load |"
+    )
+    print("|---|---|---|---|---|---|---|---|")
     for row in rows:
         if "error" in row:
-            print(f"| {row['model']} | {row['backend']} | failed: {row['error']} | | | | |")
+            print(f"| {row['model']} | {row['backend']} | failed: {row['error']} | | | | | |")
             continue
         print(
             f"| {row['model']} | {row['backend']} | {row['train_first_s']:.0f} | {row['train_per_s']:.2f} | "
-            f"{row['predict_per_s']:.1f} | {row['peak_rss_gb']:.1f} | {row['load_avg_1min']:.1f} |"
+            f"{row['train_cpu_s_per_step']:.1f} | {row['predict_per_s']:.1f} | {row['peak_rss_gb']:.1f} | "
+            f"{row['load_avg_1min']:.1f} |"
         )
 
 
