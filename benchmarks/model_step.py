@@ -9,18 +9,17 @@ batch: the first `train_on_batch` (trace + compile + one step, seconds), the med
 next `--steps` compiled train steps (EEG/s = batch / median), the same for `predict_on_batch`,
 and the process's peak RSS (GB, build and compile included). Training is compiled the way
 `hms_keras.training` compiles it: `TorchAdamW` (AdamW, lr 1e-3, eps 1e-4, weight decay 1e-5),
-the model's loss, `jit_compile` left at Keras' default. Timings on a shared machine are noisy:
+the model's loss, `jit_compile` at Keras' default unless `--jit-compile` says otherwise. Timings on a shared machine are noisy:
 the load average is printed with each row; run it more than once.
 
-CPU runtime settings (on unless `--untuned`), exported to the subprocesses:
+CPU runtime settings (on unless `--untuned`): each subprocess calls `recipes.cpu_runtime.configure()`
+before importing Keras, as `recipes.train` and `recipes.predict` do:
 - `XLA_FLAGS=--xla_cpu_enable_concurrency_optimized_scheduler=false`: XLA:CPU's default scheduler
   orders the program for parallelism and keeps most activations alive at once, which undoes the
   model's rematerialisation (v5 at batch 32: ~19 GB peak RSS with it, ~4 GB without it).
-- `GLIBC_TUNABLES=glibc.malloc.hugetlb=1:glibc.malloc.mmap_max=0:glibc.malloc.trim_threshold=...`:
-  large allocations come from a heap that is kept and reused instead of fresh `mmap`s returned
-  after every step, and with transparent huge pages: no longer ~3-4 million page faults a step
-  (torch at batch 16: 31-58 s -> 10 s a step; JAX: ~25% less CPU time).
-  Both must be in the environment before the process starts (the subprocesses get them).
+- glibc `mallopt(M_MMAP_MAX=0, M_TRIM_THRESHOLD=2**31-1)`: large allocations come from a heap
+  that is kept and reused instead of fresh `mmap`s returned after every step, so a step no
+  longer page-faults its whole working set in again (v5 at batch 32: ~36 s -> ~17 s a step).
 
 Wall-clock EEG/s on a shared machine depend on the load; the CPU seconds (all threads, user +
 system) a train step costs are the steadier figure to compare.
@@ -38,10 +37,6 @@ import numpy as np
 
 BACKENDS = ("jax", "tensorflow", "torch")
 MODEL_NAMES = ("v5_eeg_dual_effnet1d", "spec_resnet34d")
-CPU_TUNING = {
-    "XLA_FLAGS": "--xla_cpu_enable_concurrency_optimized_scheduler=false",
-    "GLIBC_TUNABLES": "glibc.malloc.hugetlb=1:glibc.malloc.mmap_max=0:glibc.malloc.trim_threshold=68719476736",
-}
 
 
 def random_batch(model_name, batch_size, rng):
@@ -59,7 +54,7 @@ def random_batch(model_name, batch_size, rng):
     return inputs, rng.dirichlet(np.ones(6), batch_size).astype("float32")
 
 
-def measure(model_name, batch_size, steps):
+def measure(model_name, batch_size, steps, jit_compile="auto"):
     """Build, compile and time one model in this process; returns a dict of figures."""
     import keras
 
@@ -72,7 +67,11 @@ def measure(model_name, batch_size, steps):
     model = MODELS[model_name]()
     build_s = time.perf_counter() - started
     loss = VoteWeightedKLDivergence() if model_name == "v5_eeg_dual_effnet1d" else KLDivergenceFromLogits()
-    model.compile(optimizer=TorchAdamW(learning_rate=1e-3, weight_decay=1e-5, epsilon=1e-4), loss=loss)
+    model.compile(
+        optimizer=TorchAdamW(learning_rate=1e-3, weight_decay=1e-5, epsilon=1e-4),
+        loss=loss,
+        jit_compile={"auto": "auto", "on": True, "off": False}[jit_compile],
+    )
     inputs, targets = random_batch(model_name, batch_size, np.random.default_rng(0))
 
     started = time.perf_counter()
@@ -112,8 +111,6 @@ def measure(model_name, batch_size, steps):
 def run_child(backend, model_name, args):
     """Run `measure` for one (backend, model) in a fresh subprocess; returns its dict or an error."""
     env = dict(os.environ, KERAS_BACKEND=backend)
-    if not args.untuned:
-        env.update(CPU_TUNING)
     command = [
         sys.executable,
         __file__,
@@ -124,7 +121,9 @@ def run_child(backend, model_name, args):
         str(args.batch_size),
         "--steps",
         str(args.steps),
-    ]
+        "--jit-compile",
+        args.jit_compile,
+    ] + (["--untuned"] if args.untuned else [])
     done = subprocess.run(command, check=False, env=env, capture_output=True, text=True)
     lines = [line for line in done.stdout.splitlines() if line.startswith("{")]
     if done.returncode != 0 or not lines:
@@ -155,11 +154,19 @@ def main():
     parser.add_argument("--models", nargs="+", choices=MODEL_NAMES, default=list(MODEL_NAMES))
     parser.add_argument("--batch-size", type=int, default=32)
     parser.add_argument("--steps", type=int, default=5, help="timed steps after the first (compile) step")
+    parser.add_argument(
+        "--jit-compile", choices=("auto", "on", "off"), default="auto", help="model.compile(jit_compile=...)"
+    )
     parser.add_argument("--untuned", action="store_true", help="do not export the CPU runtime settings")
     parser.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.child:
-        print(json.dumps(measure(args.models[0], args.batch_size, args.steps)), flush=True)
+        if not args.untuned:
+            sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+            from recipes import cpu_runtime
+
+            cpu_runtime.configure()
+        print(json.dumps(measure(args.models[0], args.batch_size, args.steps, args.jit_compile)), flush=True)
         return
     backends = BACKENDS if args.backend == "all" else (args.backend,)
     rows = []

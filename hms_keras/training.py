@@ -12,7 +12,10 @@ folders and starts half-written ones again.
 
 The train step is compiled once per run: the datasets yield static shapes (`drop_remainder`),
 the min-vote schedule travels inside the targets rather than as a Python constant in the loss,
-and every epoch reuses `model.train_function`.
+and every epoch reuses `model.train_function`. On JAX this is checked, not assumed: XLA builds
+of `train_step` during `fit` are counted (`compilations.count_xla_compilations`), written to
+`recipe.json` as `train_step_compilations`, and a count other than 1 is reported. On JAX, compiled programs are also kept on disk
+(`paths.use_persistent_compilation_cache`), so the runs after the first skip XLA compilation.
 """
 
 import json
@@ -25,8 +28,10 @@ from pathlib import Path
 import keras
 import pandas as pd
 
+from hms_keras.compilations import count_xla_compilations
 from hms_keras.models import MODELS
 from hms_keras.optimizers import OneCycleFromPeak, TorchAdamW
+from hms_keras.paths import use_persistent_compilation_cache
 from hms_keras.recipe import Recipe
 from hms_keras.tasks import TASKS, Task
 
@@ -44,6 +49,7 @@ def is_finished(run_dir: Path) -> bool:
 
 def train_recipe(recipe: Recipe, workdir: Path) -> pd.DataFrame:
     """Train every fold x seed of `recipe` not yet finished under `workdir`; returns the score table."""
+    use_persistent_compilation_cache()
     task = TASKS[recipe.task](
         data_dir=recipe.data.data_dir,
         n_folds=recipe.data.n_folds,
@@ -98,13 +104,26 @@ def train_one(recipe: Recipe, task: Task, fold: int, seed: int, run_dir: Path) -
             )
         )
     print(f"[{recipe.name}] fold {fold} seed {seed}: {recipe.train.epochs} epochs x {steps_per_epoch} steps")
-    model.fit(train_data, epochs=recipe.train.epochs, steps_per_epoch=steps_per_epoch, callbacks=callbacks, verbose=1)
+    with count_xla_compilations() as compilations:
+        model.fit(
+            train_data,
+            epochs=recipe.train.epochs,
+            steps_per_epoch=steps_per_epoch,
+            callbacks=callbacks,
+            shuffle=False,  # the Grain pipeline shuffles, per epoch and seed
+            verbose=1,
+        )
+    train_step_compilations = compilations["train_step"] if keras.backend.backend() == "jax" else None
+    if train_step_compilations is not None and train_step_compilations != 1:
+        print(f"[{recipe.name}] warning: the train step was compiled {train_step_compilations} times, not once")
 
     model.save(partial / "model.keras")
     oof = task.predict_validation(model, fold, batch_size=recipe.train.batch_size)
     scores = task.score_oof(oof, fold)
     oof.to_parquet(partial / "oof.parquet", index=False)
-    _write_run_description(partial / "recipe.json", recipe, fold, seed, scores, time.time() - started)
+    _write_run_description(
+        partial / "recipe.json", recipe, fold, seed, scores, time.time() - started, train_step_compilations
+    )
     os.replace(partial, run_dir)
     print(f"[{recipe.name}] fold {fold} seed {seed}: " + ", ".join(f"{k} {v:.4f}" for k, v in scores.items()))
     return run_dir
@@ -118,13 +137,17 @@ def _learning_rate_schedule(recipe: Recipe, total_steps: int):
     raise ValueError(f"unknown schedule {recipe.train.schedule!r}; use 'cosine' or 'one_cycle'")
 
 
-def _write_run_description(path: Path, recipe: Recipe, fold: int, seed: int, scores: dict, seconds: float):
+def _write_run_description(
+    path: Path, recipe: Recipe, fold: int, seed: int, scores: dict, seconds: float, train_step_compilations
+):
+    """`train_step_compilations`: XLA builds of the train step during `fit` (JAX; None elsewhere)."""
     description = {
         "recipe": recipe.to_dict(),
         "fold": fold,
         "seed": seed,
         "scores": scores,
         "train_seconds": round(seconds, 1),
+        "train_step_compilations": train_step_compilations,
         "keras_backend": keras.backend.backend(),
         "versions": {"keras": keras.__version__, "python": platform.python_version()},
     }

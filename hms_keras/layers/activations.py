@@ -6,12 +6,14 @@ from keras import ops
 
 @keras.saving.register_keras_serializable(package="hms_keras")
 def elu(x):
-    """ELU with alpha = 1, written as `max(x, 0) + expm1(min(x, 0))` on JAX.
+    """ELU with alpha = 1; on JAX written as `where(x > 0, x, exp(x) - 1)`.
 
-    Exactly `keras.activations.elu` (alpha = 1) value for value, gradient 1 at 0 as in PyTorch;
-    on XLA:CPU the select-free form runs ~2x faster than `jax.nn.elu`'s two selects. Other
-    backends use their native ELU kernel. Any shape.
+    XLA:CPU evaluates `exp` about 2x faster than `expm1`; `exp(x) - 1` differs from ELU's
+    `expm1(x)` by at most one float32 rounding of the result's neighbourhood of 1 (absolute
+    error <= 6e-8), far below what training notices. The gradient is 1 for x > 0 and exp(x)
+    for x <= 0 (1 at 0, as in PyTorch). Other backends use their native ELU kernel. Any shape.
     """
     if keras.backend.backend() != "jax":
         return ops.elu(x)
-    return ops.maximum(x, 0.0) + ops.expm1(ops.minimum(x, 0.0))
+    negative = ops.where(x > 0, 0.0, x)  # keeps exp finite and its gradient off the positive side
+    return ops.where(x > 0, x, ops.exp(negative) - 1.0)
