@@ -9,8 +9,8 @@ batch: the first `train_on_batch` (trace + compile + one step, seconds), the med
 next `--steps` compiled train steps (EEG/s = batch / median), the same for `predict_on_batch`,
 and the process's peak RSS (GB, build and compile included). Training is compiled the way
 `hms_keras.training` compiles it: `TorchAdamW` (AdamW, lr 1e-3, eps 1e-4, weight decay 1e-5),
-the model's loss, `jit_compile` at Keras' default unless `--jit-compile` says otherwise. Timings on a shared machine are noisy:
-the load average is printed with each row; run it more than once.
+the model's loss, `jit_compile` at Keras' default unless `--jit-compile` says otherwise.
+Timings on a shared machine are noisy: the load average is printed with each row; run it more than once.
 
 CPU runtime settings (on unless `--untuned`): each subprocess calls `recipes.cpu_runtime.configure()`
 before importing Keras, as `recipes.train` and `recipes.predict` do:
@@ -157,7 +157,7 @@ def main():
     parser.add_argument(
         "--jit-compile", choices=("auto", "on", "off"), default="auto", help="model.compile(jit_compile=...)"
     )
-    parser.add_argument("--untuned", action="store_true", help="do not export the CPU runtime settings")
+    parser.add_argument("--untuned", action="store_true", help="do not apply the CPU runtime settings")
     parser.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.child:

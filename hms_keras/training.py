@@ -14,8 +14,9 @@ The train step is compiled once per run: the datasets yield static shapes (`drop
 the min-vote schedule travels inside the targets rather than as a Python constant in the loss,
 and every epoch reuses `model.train_function`. On JAX this is checked, not assumed: XLA builds
 of `train_step` during `fit` are counted (`compilations.count_xla_compilations`), written to
-`recipe.json` as `train_step_compilations`, and a count other than 1 is reported. On JAX, compiled programs are also kept on disk
-(`paths.use_persistent_compilation_cache`), so the runs after the first skip XLA compilation.
+`recipe.json` as `train_step_compilations`, and a count other than 1 is reported. Compiled
+programs are also kept on disk (`paths.use_persistent_compilation_cache`), so the runs after the
+first skip XLA compilation.
 """
 
 import json
@@ -113,8 +114,8 @@ def train_one(recipe: Recipe, task: Task, fold: int, seed: int, run_dir: Path) -
             shuffle=False,  # the Grain pipeline shuffles, per epoch and seed
             verbose=1,
         )
-    train_step_compilations = compilations["train_step"] if keras.backend.backend() == "jax" else None
-    if train_step_compilations is not None and train_step_compilations != 1:
+    train_step_compilations = compilations.get("train_step")  # None where nothing is counted (not JAX)
+    if train_step_compilations not in (None, 1):
         print(f"[{recipe.name}] warning: the train step was compiled {train_step_compilations} times, not once")
 
     model.save(partial / "model.keras")
