@@ -13,13 +13,13 @@ the model's loss, `jit_compile` at Keras' default unless `--jit-compile` says ot
 Timings on a shared machine are noisy: the load average is printed with each row; run it more than once.
 
 CPU runtime settings (on unless `--untuned`): each subprocess calls `recipes.cpu_runtime.configure()`
-before importing Keras, as `recipes.train` and `recipes.predict` do:
+before importing numpy or Keras, as `recipes.train` and `recipes.predict` do:
 - `XLA_FLAGS=--xla_cpu_enable_concurrency_optimized_scheduler=false`: XLA:CPU's default scheduler
   orders the program for parallelism and keeps most activations alive at once, which undoes the
   model's rematerialisation (v5 at batch 32: ~19 GB peak RSS with it, ~4 GB without it).
-- glibc `mallopt(M_MMAP_MAX=0, M_TRIM_THRESHOLD=2**31-1)`: large allocations come from a heap
-  that is kept and reused instead of fresh `mmap`s returned after every step, so a step no
-  longer page-faults its whole working set in again (v5 at batch 32: ~36 s -> ~17 s a step).
+- glibc `mallopt(M_ARENA_MAX=1, M_MMAP_MAX=0, M_TRIM_THRESHOLD=-1)`: large allocations come from
+  one heap that is kept and reused instead of fresh `mmap`s returned after every step, so a step
+  no longer page-faults its working set in again (v5 at batch 32: ~36 s -> ~10.5 s a step).
 
 Wall-clock EEG/s on a shared machine depend on the load; the CPU seconds (all threads, user +
 system) a train step costs are the steadier figure to compare.
@@ -33,7 +33,13 @@ import subprocess
 import sys
 import time
 
-import numpy as np
+if "--child" in sys.argv and "--untuned" not in sys.argv:  # first, while this process has one thread
+    sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+    from recipes import cpu_runtime
+
+    cpu_runtime.configure()
+
+import numpy as np  # noqa: E402
 
 BACKENDS = ("jax", "tensorflow", "torch")
 MODEL_NAMES = ("v5_eeg_dual_effnet1d", "spec_resnet34d")
@@ -160,12 +166,7 @@ def main():
     parser.add_argument("--untuned", action="store_true", help="do not apply the CPU runtime settings")
     parser.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args()
-    if args.child:
-        if not args.untuned:
-            sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-            from recipes import cpu_runtime
-
-            cpu_runtime.configure()
+    if args.child:  # the CPU runtime settings were applied at import
         print(json.dumps(measure(args.models[0], args.batch_size, args.steps, args.jit_compile)), flush=True)
         return
     backends = BACKENDS if args.backend == "all" else (args.backend,)

@@ -1,20 +1,5 @@
-"""Runnable experiments. `RECIPES` maps a recipe name to its variants; see `recipes.train`."""
+"""Runnable experiments: `recipes.train`, `recipes.predict`; the recipe table is `recipes.registry`.
 
-from hms_keras.recipe import Recipe
-from recipes import spec_resnet34d, v5_eeg_cutmix
-
-RECIPES = {
-    "v5_eeg_cutmix": v5_eeg_cutmix.VARIANTS,
-    "spec_resnet34d": spec_resnet34d.VARIANTS,
-}
-
-
-def get_recipe(spec: str) -> Recipe:
-    """The recipe named `name` or `name:variant` (e.g. `v5_eeg_cutmix:quick`)."""
-    name, _, variant = spec.partition(":")
-    variant = variant or "default"
-    if name not in RECIPES:
-        raise ValueError(f"unknown recipe {name!r}; choose from {sorted(RECIPES)}")
-    if variant not in RECIPES[name]:
-        raise ValueError(f"recipe {name!r} has no variant {variant!r}; choose from {sorted(RECIPES[name])}")
-    return RECIPES[name][variant]
+Importing this package imports nothing else, so an entry point can apply `recipes.cpu_runtime`
+before numpy, Keras or JAX start any thread.
+"""

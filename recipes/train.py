@@ -17,7 +17,7 @@ cpu_runtime.configure()
 
 from hms_keras.recipe import apply_overrides, override_keys  # noqa: E402
 from hms_keras.training import train_recipe  # noqa: E402
-from recipes import RECIPES, get_recipe  # noqa: E402
+from recipes.registry import RECIPES, get_recipe  # noqa: E402
 
 
 def parse_args(argv):

@@ -7,6 +7,7 @@ import pytest
 from hms_keras.layers import (
     CosineSimilarity,
     GeMPooling2D,
+    PointwiseDense,
     Rematerialized,
     ShiftedDepthwiseConv2D,
     SlicedMaxPooling2D,
@@ -128,6 +129,33 @@ def _small_block(seed, shape=(4, 3)):
     return keras.Model(inputs, keras.layers.Activation(elu)(x))
 
 
+def test_pointwise_dense_matches_dense_with_its_gradients():
+    import jax
+
+    rng = np.random.default_rng(3)
+    x = rng.standard_normal((3, 4, 6, 5)).astype("float32")  # (batch, h, w, features)
+    reference = keras.layers.Dense(7, activation="elu")
+    pointwise = PointwiseDense(7, activation="elu")
+    reference.build(x.shape)
+    pointwise.build(x.shape)
+    weights = [rng.standard_normal(w.shape).astype("float32") for w in reference.weights]
+    reference.set_weights(weights)
+    pointwise.set_weights(weights)
+    assert [w.shape for w in pointwise.weights] == [(5, 7), (7,)]
+
+    def loss(layer, variables):
+        outputs, _ = layer.stateless_call(variables, [], x)
+        return (outputs**2).sum()
+
+    expected_y = np.asarray(reference(x))
+    assert expected_y.shape == (3, 4, 6, 7)
+    np.testing.assert_allclose(np.asarray(pointwise(x)), expected_y, rtol=1e-5, atol=1e-6)
+    expected_grads = jax.grad(lambda v: loss(reference, v))([w.value for w in reference.trainable_variables])
+    grads = jax.grad(lambda v: loss(pointwise, v))([w.value for w in pointwise.trainable_variables])
+    for grad, expected in zip(grads, expected_grads):
+        np.testing.assert_allclose(np.asarray(grad), np.asarray(expected), rtol=1e-4, atol=1e-4)
+
+
 def test_rematerialized_block_trains_like_the_plain_block():
     x = np.random.default_rng(5).standard_normal((6, 4, 3)).astype("float32")
     y = np.random.default_rng(6).standard_normal((6, 4, 5)).astype("float32")
@@ -155,6 +183,7 @@ def test_layers_round_trip_through_a_keras_file(tmp_path):
     x = StackHemispheres((0, 1), (3, 2), name="stack")([signal, mask])  # (2b, 2, 8, 2)
     x = ShiftedDepthwiseConv2D((1, 3), depth_multiplier=2, padding="same", name="dw")(x)  # (2b, 2, 8, 4)
     x = SlicedMaxPooling2D((1, 2), name="pool")(x)  # (2b, 2, 4, 4)
+    x = PointwiseDense(4, name="pointwise")(x)  # (2b, 2, 4, 4)
     x = keras.layers.Reshape((8, 4))(x)
     x = Rematerialized(_small_block(seed=8, shape=(8, 4)), name="remat")(x)  # (2b, 8, 5)
     left, right = SplitHemispheres(name="split")(keras.layers.Reshape((8, 1, 5))(x))  # (b, 8, 1, 5) each

@@ -3,7 +3,7 @@
 import pytest
 
 from hms_keras.recipe import Recipe, apply_overrides
-from recipes import RECIPES, get_recipe
+from recipes.registry import RECIPES, get_recipe
 
 
 def test_every_recipe_variant_round_trips_through_json():

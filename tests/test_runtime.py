@@ -2,6 +2,9 @@
 
 import os
 import platform
+import subprocess
+import sys
+from pathlib import Path
 
 import jax
 import jax.numpy as jnp
@@ -13,14 +16,27 @@ from recipes import cpu_runtime
 
 
 @pytest.mark.skipif(platform.libc_ver()[0] != "glibc", reason="mallopt is glibc's")
-def test_heap_allocations_are_kept_on_glibc():
-    assert cpu_runtime.keep_heap_allocations() is True
+def test_heap_allocations_are_kept_on_glibc_when_set_first():
+    # a fresh interpreter has one thread: no warning; this test process runs JAX's threads: a warning
+    script = "from recipes import cpu_runtime; print(cpu_runtime.keep_heap_allocations())"
+    first = subprocess.run(
+        [sys.executable, "-W", "error", "-c", script],
+        capture_output=True,
+        text=True,
+        check=False,
+        cwd=Path(__file__).resolve().parents[1],
+    )
+    assert first.returncode == 0, first.stderr
+    assert first.stdout.strip() == "True"
+    with pytest.warns(UserWarning, match="threads running"):
+        assert cpu_runtime.keep_heap_allocations() is True
 
 
 def test_configure_adds_the_xla_flag_once(monkeypatch):
     monkeypatch.setenv("XLA_FLAGS", "--xla_dump_to=/tmp/x")
-    cpu_runtime.configure()
-    cpu_runtime.configure()
+    with pytest.warns(UserWarning, match="threads running"):  # this process already runs JAX
+        cpu_runtime.configure()
+        cpu_runtime.configure()
     flags = os.environ["XLA_FLAGS"].split()
     assert flags == ["--xla_dump_to=/tmp/x", cpu_runtime.XLA_CPU_FLAG]
 

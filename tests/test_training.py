@@ -20,7 +20,7 @@ from hms_keras.data.synthetic import generate_dataset
 from hms_keras.inference import Ensemble, finished_runs
 from hms_keras.recipe import Recipe
 from hms_keras.training import RUN_FILES, is_finished, read_run_description, train_recipe
-from recipes import get_recipe
+from recipes.registry import get_recipe
 from recipes import predict as predict_script
 
 REPO = Path(__file__).resolve().parents[1]

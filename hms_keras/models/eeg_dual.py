@@ -10,10 +10,11 @@ Encoder tensors are `(2 * batch, stack=10, time, features)`: convolutions with k
 along time, the `(3, 1)` channel mixer runs across the 10 EEG channels.
 
 Formulation choices for speed on XLA (JAX) CPU, measured in `benchmarks/model_step.py`; none
-changes the parameters or the function computed: 1x1 convolutions are `Dense` layers on the
-channel axis (XLA's dot is ~4x faster than its 1x1 convolution), depthwise convolutions are
-`ShiftedDepthwiseConv2D`, max pools are `SlicedMaxPooling2D`, ELU is `hms_keras.layers.elu`, and
-each inverted residual is `Rematerialized` so training memory stays small.
+changes the parameters or the function computed: 1x1 convolutions are `PointwiseDense` layers
+(2-D matmuls over the channel axis; XLA's dot is ~4x faster than its 1x1 convolution),
+depthwise convolutions are `ShiftedDepthwiseConv2D`, max pools are `SlicedMaxPooling2D`, ELU is
+`hms_keras.layers.elu`, and each inverted residual is `Rematerialized` so training memory stays
+small.
 """
 
 import math
@@ -24,6 +25,7 @@ from hms_keras import constants
 from hms_keras.layers import (
     CosineSimilarity,
     GeMPooling2D,
+    PointwiseDense,
     Rematerialized,
     ShiftedDepthwiseConv2D,
     SlicedMaxPooling2D,
@@ -67,7 +69,7 @@ def _bn_elu(x, name):
 
 def apply_pointwise_bn_act(x, filters, name):
     """1x1 conv (as Dense on the channel axis, no bias) -> BN -> ELU. `(n, h, w, c)` -> `(n, h, w, filters)`."""
-    x = keras.layers.Dense(filters, use_bias=False, kernel_initializer=_kernel_init(), name=f"{name}_conv")(x)
+    x = PointwiseDense(filters, use_bias=False, kernel_initializer=_kernel_init(), name=f"{name}_conv")(x)
     return _bn_elu(x, name)
 
 
@@ -165,7 +167,7 @@ def apply_dual_fusion(left, right, name):
     low = keras.layers.Minimum(name=f"{name}_min")([left, right])  # (batch, 10, t, 64)
     high = keras.layers.Maximum(name=f"{name}_max")([left, right])  # (batch, 10, t, 64)
     sim = CosineSimilarity(epsilon=1e-4, name=f"{name}_cosine")([left, right])  # (batch, 10, t, 1)
-    sim = keras.layers.Dense(WIDTH, use_bias=False, kernel_initializer=_kernel_init(), name=f"{name}_sim_conv")(
+    sim = PointwiseDense(WIDTH, use_bias=False, kernel_initializer=_kernel_init(), name=f"{name}_sim_conv")(
         sim
     )  # (batch, 10, t, 64), a 1x1 conv 1 -> 64
     sim = _batch_norm(f"{name}_sim_bn")(sim)
