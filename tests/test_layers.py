@@ -34,7 +34,10 @@ def test_shifted_depthwise_matches_keras_depthwise(kernel_size, multiplier, use_
     weights = [rng.standard_normal(w.shape).astype("float32") for w in reference.weights]
     reference.set_weights(weights)
     shifted.set_weights(weights)
-    np.testing.assert_allclose(np.asarray(shifted(x)), np.asarray(reference(x)), rtol=1e-5, atol=1e-5)
+    for training in (False, True):  # two layouts of the same sum
+        np.testing.assert_allclose(
+            np.asarray(shifted(x, training=training)), np.asarray(reference(x)), rtol=1e-5, atol=1e-5
+        )
     assert expected.shape == (2, 10, 16, 5 * multiplier)
 
 

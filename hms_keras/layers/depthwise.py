@@ -10,11 +10,15 @@ class ShiftedDepthwiseConv2D(keras.layers.DepthwiseConv2D):
 
     Same constructor, kernel variable `(kernel_h, kernel_w, channels, depth_multiplier)` and output
     channel order (`c * depth_multiplier + m`, the PyTorch grouped-conv order) as the Keras layer,
-    so weights move between the two unchanged. On the JAX backend the forward pass repeats each
-    input channel `depth_multiplier` times, zero-pads, and sums over the kernel taps a shifted view
-    times one row of the kernel: elementwise work that XLA fuses, where XLA:CPU lowers grouped
-    convolutions to a slow generic loop (~50x slower for this model's (1, k) x4 convolutions).
-    TensorFlow and torch keep their native depthwise kernels (oneDNN), which are faster there.
+    so weights move between the two unchanged. On the JAX backend the input is zero-padded and the
+    output is the sum over kernel taps of a shifted view times one row of the kernel: elementwise
+    work that XLA fuses, where XLA:CPU lowers grouped convolutions to a slow generic loop (~50x
+    slower for this model's (1, k) x4 convolutions). Two layouts of the same sum, chosen by
+    measurement (v5 model, batch 32, 2 CPU cores): in training each input channel is first
+    repeated `depth_multiplier` times (train step ~10.5 s; the broadcast layout's gradient costs
+    ~14 s); in inference the shifted view `(..., channels, 1)` is broadcast against the kernel's
+    `(channels, multiplier)` (~17 vs ~12 EEG/s). TensorFlow and torch keep their native depthwise
+    kernels (oneDNN), which are faster there.
 
     Input `(batch, height, width, channels)`, output `(batch, height, width, channels *
     depth_multiplier)`; height and width must be static.
@@ -33,24 +37,28 @@ class ShiftedDepthwiseConv2D(keras.layers.DepthwiseConv2D):
                 f"got strides={self.strides}, dilation_rate={self.dilation_rate}"
             )
 
-    def call(self, inputs):
+    def call(self, inputs, training=None):
         if keras.backend.backend() != "jax":
             return super().call(inputs)
         _, height, width, channels = inputs.shape
         if height is None or width is None:
             raise ValueError(f"{self.name}: height and width must be static, got input shape {inputs.shape}")
         kernel_h, kernel_w = self.kernel_size
-        out_channels = channels * self.depth_multiplier
-        x = ops.repeat(inputs, self.depth_multiplier, axis=-1) if self.depth_multiplier > 1 else inputs
-        x = ops.pad(
-            x, [[0, 0], [(kernel_h - 1) // 2, kernel_h // 2], [(kernel_w - 1) // 2, kernel_w // 2], [0, 0]]
-        )  # (batch, height + kernel_h - 1, width + kernel_w - 1, out_channels), channel c * m_total + m
-        taps = ops.reshape(ops.cast(self.kernel, x.dtype), (kernel_h, kernel_w, out_channels))
+        multiplier = self.depth_multiplier
+        taps = ops.cast(self.kernel, inputs.dtype)  # (kernel_h, kernel_w, channels, multiplier)
+        if training:
+            x = ops.repeat(inputs, multiplier, axis=-1) if multiplier > 1 else inputs  # channel c * m_total + m
+            taps = ops.reshape(taps, (kernel_h, kernel_w, channels * multiplier))
+        else:
+            x = ops.expand_dims(inputs, -1)  # (batch, height, width, channels, 1)
+        pad = [[0, 0], [(kernel_h - 1) // 2, kernel_h // 2], [(kernel_w - 1) // 2, kernel_w // 2]]
+        x = ops.pad(x, pad + [[0, 0]] * (len(x.shape) - 3))  # height + kernel_h - 1, width + kernel_w - 1
         outputs = None
         for i in range(kernel_h):
             for j in range(kernel_w):
-                term = x[:, i : i + height, j : j + width, :] * taps[i, j]  # (batch, h, w, out_channels)
+                term = x[:, i : i + height, j : j + width] * taps[i, j]  # (batch, height, width, ...)
                 outputs = term if outputs is None else outputs + term
+        outputs = ops.reshape(outputs, (-1, height, width, channels * multiplier))  # channel c * multiplier + m
         if self.use_bias:
             outputs = outputs + ops.cast(self.bias, outputs.dtype)
         if self.activation is not None:
