@@ -19,7 +19,7 @@ before importing numpy or Keras, as `recipes.train` and `recipes.predict` do:
   model's rematerialisation (v5 at batch 32: ~19 GB peak RSS with it, ~4 GB without it).
 - glibc `mallopt(M_ARENA_MAX=1, M_MMAP_MAX=0, M_TRIM_THRESHOLD=-1)`: large allocations come from
   one heap that is kept and reused instead of fresh `mmap`s returned after every step, so a step
-  no longer page-faults its working set in again (v5 at batch 32: ~36 s -> ~10.5 s a step).
+  no longer page-faults its working set in again (v5 at batch 32: ~36 s -> ~11-12.5 s a step).
 
 Wall-clock EEG/s on a shared machine depend on the load; the CPU seconds (all threads, user +
 system) a train step costs are the steadier figure to compare.

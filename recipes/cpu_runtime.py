@@ -10,8 +10,8 @@
   2 GB, still trimmed that buffer), and one arena for all threads (`M_ARENA_MAX=1`: XLA allocates
   on its worker threads, and a secondary arena serves blocks over 64 MB with `mmap` whatever
   `M_MMAP_MAX` says). v5 train step on 2 cores, batch 32: ~36 s with none, ~16 s without heap
-  `mmap`s but a 2 GB trim threshold, ~10.5 s with all three and zero page faults a step. The process
-  keeps its peak heap until it exits, which a training or inference run does anyway.
+  `mmap`s but a 2 GB trim threshold, ~10.5-12.5 s with all three and zero page faults a step.
+  The process keeps its peak heap until it exits, which a training or inference run does anyway.
 """
 
 import ctypes

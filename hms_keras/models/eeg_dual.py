@@ -68,7 +68,7 @@ def _bn_elu(x, name):
 
 
 def apply_pointwise_bn_act(x, filters, name):
-    """1x1 conv (as Dense on the channel axis, no bias) -> BN -> ELU. `(n, h, w, c)` -> `(n, h, w, filters)`."""
+    """1x1 conv (`PointwiseDense`, no bias) -> BN -> ELU. `(n, h, w, c)` -> `(n, h, w, filters)`."""
     x = PointwiseDense(filters, use_bias=False, kernel_initializer=_kernel_init(), name=f"{name}_conv")(x)
     return _bn_elu(x, name)
 
