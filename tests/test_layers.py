@@ -180,6 +180,26 @@ def test_rematerialized_block_trains_like_the_plain_block():
     assert np.abs(np.asarray(moving_mean)).max() > 0  # the batch-norm updates reached the variables
 
 
+def test_rematerialized_keeps_only_matmul_and_reduction_outputs_on_jax(capsys):
+    from jax.ad_checkpoint import print_saved_residuals
+
+    layer = Rematerialized(_small_block(seed=9))
+    layer.build((None, 4, 3))
+    x = np.random.default_rng(9).standard_normal((6, 4, 3)).astype("float32")
+    non_trainable = [v.value for v in layer.non_trainable_variables]
+
+    def loss(trainable, x):
+        outputs, _ = layer.stateless_call(trainable, non_trainable, x, training=True)
+        return outputs.sum()
+
+    print_saved_residuals(loss, [v.value for v in layer.trainable_variables], x)
+    computed = [line for line in capsys.readouterr().out.splitlines() if "output of" in line]
+    assert any("output of dot_general" in line for line in computed)  # the Dense output is kept
+    assert any("output of reduce_sum" in line for line in computed)  # so are the batch statistics
+    # nothing elementwise (batch-norm arithmetic, ELU) is kept: it is recomputed
+    assert all(("dot_general" in line or "reduce_sum" in line or "'_var'" in line) for line in computed), computed
+
+
 def test_layers_round_trip_through_a_keras_file(tmp_path):
     signal = keras.Input((8, 4), name="signal")
     mask = keras.Input((8, 4), name="mask")
