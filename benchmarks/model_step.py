@@ -133,12 +133,16 @@ def run_child(backend, model_name, args):
     done = subprocess.run(command, check=False, env=env, capture_output=True, text=True)
     lines = [line for line in done.stdout.splitlines() if line.startswith("{")]
     if done.returncode != 0 or not lines:
-        return {"backend": backend, "model": model_name, "error": done.stderr.strip().splitlines()[-1:]}
+        # the exit status (negative: killed by that signal, e.g. -9 by the kernel's OOM killer) and the
+        # last stderr lines that are not TensorFlow/XLA start-up logs
+        logs = ("I0000", "W0000", "WARNING: All log messages")
+        messages = [line for line in done.stderr.splitlines() if line.strip() and not line.startswith(logs)]
+        return {"backend": backend, "model": model_name, "error": f"exit {done.returncode}: {messages[-3:]}"}
     return json.loads(lines[-1])
 
 
-def print_table(rows, tuned):
-    print(f"\nbatch {rows[0]['batch_size']}, CPU runtime settings {'on' if tuned else 'off'}")
+def print_table(rows, batch_size, tuned):
+    print(f"\nbatch {batch_size}, CPU runtime settings {'on' if tuned else 'off'}")
     print(
         "| model | backend | first train step (s) | train EEG/s | train CPU s/step | inference EEG/s | peak RSS (GB) | load |"
     )
@@ -176,7 +180,7 @@ def main():
             row = run_child(backend, model_name, args)
             print(json.dumps(row), flush=True)
             rows.append(row)
-    print_table(rows, tuned=not args.untuned)
+    print_table(rows, args.batch_size, tuned=not args.untuned)
 
 
 if __name__ == "__main__":
