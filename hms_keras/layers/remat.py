@@ -5,7 +5,7 @@ import keras
 # On JAX, outputs of these primitives are kept for the backward pass: matmuls (the 1x1 convolutions'
 # 64-feature outputs) and reductions (batch-norm statistics, squeeze-excite means: tiny). What is
 # recomputed is elementwise work, so no matmul or reduction runs twice. v5 model, batch 32, 2 CPU
-# cores (`benchmarks/model_step.py`): ~12.1 -> ~10.3 s per train step, peak RSS 4.1 -> 5.5 GB.
+# cores (`benchmarks/model_step.py`): ~12.1 -> ~10.0 s per train step, peak RSS 4.1 -> 5.5 GB.
 KEPT_PRIMITIVES = frozenset({"dot_general", "reduce_sum", "reduce_max", "reduce_min"})
 
 
