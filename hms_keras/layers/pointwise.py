@@ -15,8 +15,8 @@ class PointwiseDense(keras.layers.Dense):
     fused into the preceding elementwise work at a fraction of memory bandwidth. On a
     `(batch * h * w, c)` matrix both gradients are plain matmuls (v5 model, batch 32, 2 CPU
     cores: ~18.7 s -> ~13.6 s per train step before the allocator settings of `recipes.cpu_runtime`).
-    On torch the layer is plain `Dense`: there the flattened form nearly doubled training memory
-    (v5, batch 16: 8.7 -> 15.5 GB peak RSS).
+    On torch the layer is plain `Dense`: there the flattened form ran v5 training at batch 32 out
+    of memory (killed at 24 GB; 15.3 GB peak RSS as `Dense`).
 
     Input `(batch, *spatial, in_features)`, output `(batch, *spatial, units)`.
     """
