@@ -8,6 +8,7 @@ import scipy.signal
 
 from hms_keras import constants
 from hms_keras.data import hms, synthetic
+from hms_keras.data.synthetic import plan, render, writer
 
 TRAIN_COLUMNS = [
     "eeg_id", "eeg_sub_id", "eeg_label_offset_seconds", "spectrogram_id", "spectrogram_sub_id",
@@ -179,7 +180,7 @@ def test_test_split_is_50_s_eegs_and_300_row_spectrograms(dataset):
 @pytest.fixture(scope="module")
 def large_plan():
     """Label rows and sessions of 3,000 EEGs, planned without rendering any signal."""
-    return synthetic._plan_dataset(seed=11, n_eegs=3000, n_test_eegs=2)
+    return plan._plan_dataset(seed=11, n_eegs=3000, n_test_eegs=2)
 
 
 def test_votes_come_in_two_populations_and_consensus_is_the_argmax(large_plan):
@@ -244,7 +245,7 @@ def _bipolar_band(signal, low_hz, high_hz):
     """(time, 18) µV, the double banana band-passed, seconds 10-50 of the session."""
     bipolar = np.nan_to_num(signal[:, ANODES] - signal[:, CATHODES])
     sos = scipy.signal.butter(4, [low_hz, high_hz], btype="band", fs=200, output="sos")
-    first = (synthetic.MARGIN_S + 10) * 200
+    first = (plan.MARGIN_S + 10) * 200
     return scipy.signal.sosfiltfilt(sos, bipolar, axis=0)[first:first + 40 * 200]
 
 
@@ -262,7 +263,7 @@ def _class(name):
 def test_lateralized_patterns_stay_on_one_hemisphere(name, side):
     for seed in range(3):
         rng = np.random.default_rng(seed)
-        pattern = synthetic._PATTERN_RENDERERS[_class(name)](rng, 40 * 200, side, 1.0)  # (time, 19)
+        pattern = render._PATTERN_RENDERERS[_class(name)](rng, 40 * 200, side, 1.0)  # (time, 19)
         pattern = np.concatenate([pattern, np.zeros((len(pattern), 1), np.float32)], axis=1)
         power = np.mean((pattern[:, ANODES] - pattern[:, CATHODES]) ** 2, axis=0)  # (18,)
         ratio = power[LEFT_CHAINS].mean() / power[RIGHT_CHAINS].mean()
@@ -273,7 +274,7 @@ def test_lateralized_patterns_stay_on_one_hemisphere(name, side):
 def test_generalized_patterns_are_symmetric(name):
     for seed in range(3):
         rng = np.random.default_rng(seed)
-        pattern = synthetic._PATTERN_RENDERERS[_class(name)](rng, 40 * 200, 0, 1.0)
+        pattern = render._PATTERN_RENDERERS[_class(name)](rng, 40 * 200, 0, 1.0)
         pattern = np.concatenate([pattern, np.zeros((len(pattern), 1), np.float32)], axis=1)
         power = np.mean((pattern[:, ANODES] - pattern[:, CATHODES]) ** 2, axis=0)
         assert 0.5 < power[LEFT_CHAINS].mean() / power[RIGHT_CHAINS].mean() < 2.0
@@ -356,8 +357,8 @@ def test_refuses_a_non_empty_output_folder(tmp_path):
 
 
 def test_another_seed_gives_other_data():
-    assert not synthetic._plan_dataset(5, 3, 1)[0].equals(synthetic._plan_dataset(6, 3, 1)[0])
-    session = synthetic._plan_dataset(5, 3, 1)[2][0]
+    assert not plan._plan_dataset(5, 3, 1)[0].equals(plan._plan_dataset(6, 3, 1)[0])
+    session = plan._plan_dataset(5, 3, 1)[2][0]
     assert not np.array_equal(synthetic.render_session(session, 5)[:1000], synthetic.render_session(session, 6)[:1000])
 
 
@@ -369,7 +370,7 @@ def test_cli_help_and_arguments(tmp_path, monkeypatch, capsys):
     assert "python -m hms_keras.data.synthetic" in help_text
     assert "--n-eegs" in help_text and "--seed" in help_text and "--out" in help_text
     calls = []
-    monkeypatch.setattr(synthetic, "generate_dataset", lambda out, **kwargs: calls.append((out, kwargs)) or out)
+    monkeypatch.setattr(writer, "generate_dataset", lambda out, **kwargs: calls.append((out, kwargs)) or out)
     synthetic.main(["--out", str(tmp_path / "cli"), "--n-eegs", "7", "--seed", "1"])
     assert calls == [(tmp_path / "cli", {"n_eegs": 7, "seed": 1, "n_test_eegs": None, "workers": 2})]
 
@@ -387,7 +388,7 @@ def test_embedded_data_dir_generates_once_then_reuses(tmp_path, monkeypatch):
     def fail(*args, **kwargs):
         raise AssertionError("the embedded dataset was generated twice")
 
-    monkeypatch.setattr(synthetic, "generate_dataset", fail)
+    monkeypatch.setattr(writer, "generate_dataset", fail)
     assert synthetic.embedded_data_dir(n_eegs=3, seed=2) == path
 
 
