@@ -16,9 +16,10 @@ class ShiftedDepthwiseConv2D(keras.layers.DepthwiseConv2D):
     slower for this model's (1, k) x4 convolutions). Two layouts of the same sum, chosen with
     `benchmarks/model_step.py` (v5 model, batch 32, 2 CPU cores): in training each input channel
     is first repeated `depth_multiplier` times (2.6-2.9 train EEG/s, measured with every activation
-    rematerialised; the broadcast layout's gradient gave 2.1); in inference the shifted view `(..., channels, 1)` is broadcast against
-    the kernel's `(channels, multiplier)` (14-17 inference EEG/s against 12-13). TensorFlow and
-    torch keep their native depthwise kernels (oneDNN), which are faster there.
+    rematerialised; the broadcast layout's gradient gave 2.1); in inference the shifted view
+    `(..., channels, 1)` is broadcast against the kernel's `(channels, multiplier)` (14-17
+    inference EEG/s against 12-13). TensorFlow and torch keep their native depthwise kernels
+    (oneDNN), which are faster there.
 
     Input `(batch, height, width, channels)`, output `(batch, height, width, channels *
     depth_multiplier)`; height and width must be static.

@@ -8,6 +8,7 @@ import scipy.signal
 from numpy.lib.stride_tricks import sliding_window_view
 
 from hms_keras import constants
+from hms_keras.data import transforms
 from hms_keras.data.synthetic.plan import MARGIN_S, EegFile, Segment, Session
 
 FS = constants.RAW_SAMPLING_RATE_HZ  # 200 Hz
@@ -358,8 +359,7 @@ def _spectrogram(signal: np.ndarray, n_rows: int) -> np.ndarray:
     NaN gives NaN.
     """
     pairs = [pair for chain in constants.SPECTROGRAM_CHAINS for pair in constants.SPECTROGRAM_CHAIN_PAIRS[chain]]
-    anodes, cathodes = _bipolar_indices(pairs)
-    bipolar = signal[:, anodes] - signal[:, cathodes]  # (samples, 16) µV
+    bipolar = transforms.bipolar_signal(signal[:, :NUM_PROBES])[:, pairs]  # (samples, 16) µV
     first = (MARGIN_S + 1) * FS - SPEC_FRAME // 2
     frames = sliding_window_view(bipolar, SPEC_FRAME, axis=0)[first::SPEC_HOP][:n_rows]  # (rows, 16, 1024)
     window = scipy.signal.get_window("hann", SPEC_FRAME).astype(np.float32)  # periodic Hann
@@ -368,9 +368,3 @@ def _spectrogram(signal: np.ndarray, n_rows: int) -> np.ndarray:
     chains = density.reshape(n_rows, len(constants.SPECTROGRAM_CHAINS), 4, constants.SPECTROGRAM_BINS).mean(axis=2)
     return chains.reshape(n_rows, -1).astype(np.float32)  # (rows, 400)
 
-
-def _bipolar_indices(pairs) -> tuple[list[int], list[int]]:
-    """Column indices (EEG_COLUMNS) of anodes and cathodes of the given BIPOLAR_PAIRS indices."""
-    anodes = [constants.EEG_COLUMNS.index(constants.BIPOLAR_PAIRS[p][0]) for p in pairs]
-    cathodes = [constants.EEG_COLUMNS.index(constants.BIPOLAR_PAIRS[p][1]) for p in pairs]
-    return anodes, cathodes
