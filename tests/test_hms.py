@@ -2,6 +2,7 @@
 
 import numpy as np
 import pandas as pd
+import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
@@ -150,23 +151,56 @@ def test_read_test_csv(tmp_path):
 
 def test_read_eeg_round_trip(tmp_path):
     frame = eeg_frame(EEG_WINDOW_ROWS)
-    frame.loc[5:9, "C3"] = np.nan
+    frame.loc[5:9, "C3"] = np.nan  # pandas stores NaN as parquet nulls
     frame["EKG"] = np.nan  # an all-NaN EKG is accepted: the model drops EKG
     frame.index = pd.Index(np.arange(len(frame)) * 2)  # stored as an extra column, to be ignored
     path = tmp_path / "1.parquet"
     frame.to_parquet(path)
     assert "__index_level_0__" in pq.ParquetFile(path).schema_arrow.names
     signal = read_eeg(path)
+    assert isinstance(signal, np.ma.MaskedArray)
     assert signal.shape == (EEG_WINDOW_ROWS, 20) and signal.dtype == np.float32
-    np.testing.assert_array_equal(signal, frame.to_numpy(np.float32))
-    assert np.isnan(signal[5:10, 2]).all() and not np.isnan(signal[10:, 2]).any()
+    np.testing.assert_array_equal(signal.filled(), frame.to_numpy(np.float32))
+    np.testing.assert_array_equal(np.asarray(signal), frame.to_numpy(np.float32))  # NaN under the mask
+    nulls = np.zeros((EEG_WINDOW_ROWS, 20), bool)
+    nulls[5:10, 2] = nulls[:, 19] = True
+    np.testing.assert_array_equal(np.ma.getmaskarray(signal), nulls)
 
 
-def _all_nan(column):
-    def mutate(frame):
-        frame[column] = np.nan
-        return frame
-    return mutate
+def write_eeg_table(path, values: np.ndarray, nulls: np.ndarray) -> None:
+    """Write (rows, 20) float32 with pyarrow, storing the samples where `nulls` is True as nulls."""
+    columns = {name: pa.array(values[:, k], mask=nulls[:, k]) for k, name in enumerate(constants.EEG_COLUMNS)}
+    pq.write_table(pa.table(columns), path)
+
+
+def test_read_eeg_keeps_nulls_and_nan_values_apart(tmp_path):
+    values = eeg_frame(EEG_WINDOW_ROWS).to_numpy(copy=True)  # (rows, 20) float32
+    values[20:25, 9] = np.nan  # Cz: NaN values
+    nulls = np.zeros(values.shape, bool)
+    nulls[5:10, 2] = True  # C3: nulls
+    nulls[30, 9] = True  # Cz: a null too
+    path = tmp_path / "1.parquet"
+    write_eeg_table(path, values, nulls)
+    signal = read_eeg(path)
+    np.testing.assert_array_equal(np.ma.getmaskarray(signal), nulls)  # NaN values are not masked
+    expected = values.copy()
+    expected[nulls] = np.nan
+    np.testing.assert_array_equal(signal.data, expected)  # NaN under the mask and at NaN values
+
+
+@pytest.mark.parametrize("kind", ["null", "NaN", "mixed"])
+def test_read_eeg_rejects_a_probe_without_values(tmp_path, kind):
+    rows = np.arange(EEG_WINDOW_ROWS)
+    stored_as_null = {"null": rows >= 0, "NaN": rows < 0, "mixed": rows % 2 == 0}[kind]  # (rows,) else NaN
+    values = eeg_frame(EEG_WINDOW_ROWS).to_numpy(copy=True)  # (rows, 20) float32
+    nulls = np.zeros(values.shape, bool)
+    values[:, 19], nulls[:, 19] = np.nan, stored_as_null  # EKG: accepted, the model drops it
+    path = tmp_path / "1.parquet"
+    write_eeg_table(path, values, nulls)
+    assert read_eeg(path).shape == (EEG_WINDOW_ROWS, 20)
+    values[:, 8], nulls[:, 8] = np.nan, stored_as_null  # Fz
+    write_eeg_table(path, values, nulls)
+    assert_error(lambda: read_eeg(path), path, "['Fz'] contain only NaN or null values")
 
 
 EEG_ERRORS = {
@@ -175,7 +209,6 @@ EEG_ERRORS = {
     "extra column": (lambda f: f.assign(T7=0.0), ["unknown column 'T7'"]),
     "misordered columns": (lambda f: f[["F3", "Fp1", *constants.EEG_COLUMNS[2:]]], ["out of order"]),
     "integer channel": (lambda f: f.astype({"Cz": np.int64}), ["column 'Cz' has type int64, expected a float type"]),
-    "all-NaN probe": (_all_nan("Fz"), ["['Fz'] contain only NaN"]),
     "too short": (lambda f: f.iloc[: EEG_WINDOW_ROWS - 1], ["only 9999 rows", "at least 10000 rows"]),
 }
 

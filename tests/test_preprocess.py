@@ -4,15 +4,18 @@ import time
 
 import numpy as np
 import pandas as pd
+import pyarrow as pa
+import pyarrow.parquet as pq
 import pytest
 
 from hms_keras import constants
 from hms_keras.data import preprocess
+from hms_keras.data.hms import read_eeg
 from hms_keras.data.preprocess import (
     block_nanmean,
     channel_quality_factor,
     drop_trailing_nan_rows,
-    interpolate_interior_nans,
+    interpolate_interior_nulls,
     normalize_spectrogram,
     preprocess_eeg,
     spectrogram_window,
@@ -32,29 +35,52 @@ def constant_raw(rows: int = 10_000) -> np.ndarray:
 # --- building blocks, hand-computed ---------------------------------------------------------
 
 
-def test_interpolation_fills_interior_gaps_only():
+def test_interpolation_fills_interior_nulls_only():
+    # Column 0: edge and interior nulls; 1: two interior runs; 2: data hidden under the mask is
+    # ignored; 3: the NaN value in row 1 is an anchor, so the null next to it becomes NaN.
     x = np.array(
         [
-            [NAN, 5.0, NAN],
-            [1.0, NAN, NAN],
-            [NAN, NAN, 7.0],
-            [NAN, 8.0, NAN],
-            [4.0, NAN, NAN],
-            [NAN, NAN, NAN],
+            [NAN, 5.0, 0.0, 1.0],
+            [1.0, NAN, 2.0, NAN],
+            [NAN, NAN, 0.0, NAN],
+            [NAN, 8.0, 0.0, 3.0],
+            [4.0, NAN, 8.0, NAN],
+            [NAN, 9.0, 0.0, 5.0],
         ]
+    )
+    nulls = np.array(
+        [
+            [1, 0, 1, 0],
+            [0, 1, 0, 0],
+            [1, 1, 1, 1],
+            [1, 0, 1, 0],
+            [0, 1, 0, 1],
+            [1, 0, 1, 0],
+        ],
+        bool,
     )
     expected = np.array(
         [
-            [NAN, 5.0, NAN],
-            [1.0, 6.0, NAN],
-            [2.0, 7.0, 7.0],
-            [3.0, 8.0, NAN],
-            [4.0, NAN, NAN],
-            [NAN, NAN, NAN],
+            [NAN, 5.0, NAN, 1.0],
+            [1.0, 6.0, 2.0, NAN],
+            [2.0, 7.0, 4.0, NAN],
+            [3.0, 8.0, 6.0, 3.0],
+            [4.0, 8.5, 8.0, 4.0],
+            [NAN, 9.0, NAN, 5.0],
         ]
     )
-    np.testing.assert_array_equal(interpolate_interior_nans(x), expected)
-    assert np.isnan(x[2, 0]), "the input must not be modified"
+    masked = np.ma.MaskedArray(x, mask=nulls)
+    result = interpolate_interior_nulls(masked)
+    assert type(result) is np.ndarray and result.dtype == np.float64
+    np.testing.assert_array_equal(result, expected)
+    assert x[2, 2] == 0.0 and masked.mask[2, 2], "the input must not be modified"
+
+
+def test_nan_values_are_not_interpolated():
+    x = np.array([[1.0, NAN], [NAN, 2.0], [3.0, NAN], [NAN, 4.0]], np.float32)
+    np.testing.assert_array_equal(interpolate_interior_nulls(x), x)  # a plain array has no nulls
+    masked = np.ma.MaskedArray(x, mask=np.zeros(x.shape, bool))
+    np.testing.assert_array_equal(interpolate_interior_nulls(masked), x)
 
 
 def test_block_mean_ignores_nans_and_drops_the_partial_block():
@@ -110,18 +136,82 @@ def test_trailing_partial_block_is_dropped():
     np.testing.assert_allclose(signal[-1], (PROBE_LEVELS_UV - 90.0) / 1000.0, rtol=1e-3)
 
 
-def test_interior_gap_is_interpolated_and_edge_gaps_become_zero():
+def ramp_raw() -> tuple[np.ndarray, np.ndarray]:
+    """`constant_raw()` with probe 4 a ramp 40..50 µV, which keeps the median at 90 µV.
+
+    Returns (raw (10000, 20) float32 µV, expected (2000,) probe 4 in mV without any gap).
+    """
     raw = constant_raw()
-    ramp = np.arange(10_000) * 0.001  # 0..10 µV: probe 4 stays in (40, 50), the median stays 90
+    ramp = np.arange(10_000) * 0.001  # 0..10 µV: a gap filled by a line is not a flat fill
     raw[:, 4] = ramp + 40.0
-    raw[3000:3500, 4] = NAN  # interior: linear interpolation restores the ramp (not a flat fill)
-    raw[:12, 7] = NAN  # leading edge gap: stays NaN, dropped to 0 at the end
-    signal, _ = preprocess_eeg(raw)
-    expected_ramp = (ramp.reshape(2000, 5).mean(axis=1) + 40.0 - 90.0) / 1000.0  # (2000,) mV
+    return raw, (ramp.reshape(2000, 5).mean(axis=1) + 40.0 - 90.0) / 1000.0
+
+
+def test_interior_nulls_are_interpolated_and_edge_nulls_become_zero():
+    raw, expected_ramp = ramp_raw()
+    nulls = np.zeros(raw.shape, bool)
+    nulls[3002:3498, 4] = True  # interior: linear interpolation restores the ramp
+    nulls[:12, 7] = True  # leading edge: stays NaN, 0 at the end
+    raw[:12, 7] = 1e4  # the data under the mask is ignored
+    signal, _ = preprocess_eeg(np.ma.MaskedArray(raw, mask=nulls))
     np.testing.assert_allclose(signal[:, 4], expected_ramp, atol=4e-5)  # float16 step 3e-5
-    np.testing.assert_array_equal(signal[:2, 7], 0.0)  # frames 0-1 were all NaN
+    np.testing.assert_array_equal(signal[:2, 7], 0.0)  # frames 0-1 were all null
     np.testing.assert_allclose(signal[2, 7], (70.0 - 90.0) / 1000.0, rtol=1e-3)  # 3 of 5 samples
     # The whole recording's median is removed: a leading gap is 0 mV, not -median.
+    raw = constant_raw(10_500)  # 2100 frames
+    nulls = np.zeros(raw.shape, bool)
+    nulls[-100:, 3] = True  # trailing edge: NaN, so the last 20 frames are dropped
+    signal, _ = preprocess_eeg(np.ma.MaskedArray(raw, mask=nulls))
+    assert signal.shape == (2080, 19)
+
+
+def test_nan_values_are_block_averaged_then_zero():
+    raw, expected_ramp = ramp_raw()
+    raw[3002:3498, 4] = NAN  # in a plain array NaN is a parquet NaN value, not a null
+    signal, _ = preprocess_eeg(raw)
+    expected = expected_ramp.copy()  # frames 600..699 hold rows 3000..3499
+    expected[600] = (np.mean([3.000, 3.001]) + 40.0 - 90.0) / 1000.0  # rows 3000-3001 remain
+    expected[601:699] = 0.0  # whole blocks of NaN
+    expected[699] = (np.mean([3.498, 3.499]) + 40.0 - 90.0) / 1000.0  # rows 3498-3499 remain
+    np.testing.assert_allclose(signal[:, 4], expected, atol=4e-5)
+
+
+def test_null_gap_next_to_a_nan_value_gives_nan_then_zero():
+    raw, expected_ramp = ramp_raw()
+    nulls = np.zeros(raw.shape, bool)
+    nulls[3000:3010, 4] = True  # frames 600-601, interpolated towards ...
+    raw[3010, 4] = NAN  # ... a NaN value: NaN, as polars' arithmetic gives
+    signal, _ = preprocess_eeg(np.ma.MaskedArray(raw, mask=nulls))
+    expected = expected_ramp.copy()
+    expected[600:602] = 0.0
+    expected[602] = (np.mean([3.011, 3.012, 3.013, 3.014]) + 40.0 - 90.0) / 1000.0  # 4 of 5 samples
+    np.testing.assert_allclose(signal[:, 4], expected, atol=4e-5)
+
+
+def write_eeg_parquet(path, raw: np.ndarray, nulls: np.ndarray) -> None:
+    """Write (time, 20) float32 µV with pyarrow, storing the samples where `nulls` is True as nulls."""
+    columns = {name: pa.array(raw[:, k], mask=nulls[:, k]) for k, name in enumerate(constants.EEG_COLUMNS)}
+    pq.write_table(pa.table(columns), path)
+
+
+def test_parquet_nulls_are_interpolated_and_nan_values_are_not(tmp_path):
+    raw, expected_ramp = ramp_raw()
+    gap = np.zeros(raw.shape, bool)
+    gap[3002:3498, 4] = True
+    with_nan = raw.copy()
+    with_nan[gap] = NAN
+    write_eeg_parquet(tmp_path / "1.parquet", raw, nulls=gap)
+    write_eeg_parquet(tmp_path / "2.parquet", with_nan, nulls=np.zeros(raw.shape, bool))
+    null_signal, _ = preprocess_eeg(read_eeg(tmp_path / "1.parquet"))
+    nan_signal, _ = preprocess_eeg(read_eeg(tmp_path / "2.parquet"))
+    np.testing.assert_allclose(null_signal[:, 4], expected_ramp, atol=4e-5)
+    expected = expected_ramp.copy()
+    expected[600] = (3.0005 + 40.0 - 90.0) / 1000.0  # mean of rows 3000-3001, the rest is NaN
+    expected[601:699] = 0.0
+    expected[699] = (3.4985 + 40.0 - 90.0) / 1000.0  # mean of rows 3498-3499
+    np.testing.assert_allclose(nan_signal[:, 4], expected, atol=4e-5)
+    other = np.arange(19) != 4
+    np.testing.assert_array_equal(null_signal[:, other], nan_signal[:, other])
 
 
 def test_trailing_nan_frames_are_dropped_including_ekg():

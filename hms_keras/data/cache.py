@@ -27,7 +27,7 @@ from hms_keras.data.preprocess import PREPROCESS_PARAMETERS, preprocess_eeg
 
 logger = logging.getLogger(__name__)
 
-CACHE_VERSION = 1
+CACHE_VERSION = 2  # 2: parquet nulls interpolated, NaN values no longer (v1 did both)
 MANIFEST_NAME = "manifest.json"
 ARRAY_LAYOUT = "(frames, 2, 19) float16, 40 Hz; [:, 0] = probes in mV, [:, 1] = CQF"
 _TMP_SUFFIX = ".tmp"
@@ -75,7 +75,7 @@ def _write_atomically(path: Path, write) -> None:
 
 def _cache_one(eeg_path: Path, out_path: Path) -> None:
     """Read, preprocess and store one recording (runs in a worker process or in-process)."""
-    raw = read_eeg(eeg_path)  # (time, 20) float32 µV, 200 Hz
+    raw = read_eeg(eeg_path)  # (time, 20) float32 µV, 200 Hz, masked at parquet nulls
     try:
         signal, cqf = preprocess_eeg(raw)  # (frames, 19) float16 each
     except ValueError as err:

@@ -243,14 +243,18 @@ def _check_column_types(path: Path, table: pa.Table, columns, is_type, expected:
             raise HmsDataError(f"{path}: column {name!r} has type {column_type}, expected {expected}")
 
 
-def read_eeg(path) -> np.ndarray:
+def read_eeg(path) -> np.ma.MaskedArray:
     """Read and validate one EEG parquet file.
 
-    Returns (time, 20) float32 µV at 200 Hz, columns in constants.EEG_COLUMNS order (19 scalp
-    probes, then EKG); NaN marks gaps. Raises HmsDataError on an unreadable file, a missing,
-    misspelled, extra or misordered column, a non-float column, fewer than EEG_WINDOW_ROWS rows
-    (50 s), or a scalp probe that is NaN throughout. An all-NaN EKG is accepted: the v5 model
-    drops EKG, while an all-NaN probe would blank the whole recording in its preprocessing.
+    Returns a (time, 20) float32 `numpy.ma.MaskedArray` of µV at 200 Hz, columns in
+    constants.EEG_COLUMNS order (19 scalp probes, then EKG). Parquet keeps two kinds of missing
+    sample apart, and the v5 preprocessing treats them differently (`preprocess.preprocess_eeg`):
+    the mask marks the **nulls** (their data is NaN, so a caller that drops the mask, e.g. with
+    `np.asarray`, sees NaN); float NaN values stay NaN and unmasked. `.filled()` gives NaN at nulls.
+    Raises HmsDataError on an unreadable file, a missing, misspelled, extra or misordered column,
+    a non-float column, fewer than EEG_WINDOW_ROWS rows (50 s), or a scalp probe that holds only
+    nulls and NaN. Such an EKG is accepted: the v5 model drops EKG, while an empty probe would
+    blank the whole recording in its preprocessing.
     """
     path, parquet = _open_parquet(path)
     _check_columns(path, _data_columns(parquet), constants.EEG_COLUMNS)
@@ -262,13 +266,18 @@ def read_eeg(path) -> np.ndarray:
             f"{constants.RAW_SAMPLING_RATE_HZ} Hz); an EEG needs at least {EEG_WINDOW_ROWS} rows "
             f"({constants.WINDOW_SECONDS} s)"
         )
-    signal = np.stack([table.column(name).to_numpy() for name in constants.EEG_COLUMNS], axis=1)  # (time, 20)
+    columns = [table.column(name) for name in constants.EEG_COLUMNS]
+    signal = np.stack([column.to_numpy() for column in columns], axis=1)  # (time, 20), NaN at nulls
     signal = signal.astype(np.float32, copy=False)
-    all_nan = np.isnan(signal[:, : len(constants.EEG_PROBES)]).all(axis=0)  # (19,)
-    if all_nan.any():
-        names = [name for name, empty in zip(constants.EEG_PROBES, all_nan) if empty]
-        raise HmsDataError(f"{path}: EEG channel(s) {names} contain only NaN")
-    return signal
+    nulls = np.zeros(signal.shape, bool)  # (time, 20)
+    for k, column in enumerate(columns):
+        if column.null_count:
+            nulls[:, k] = column.is_null().to_numpy(zero_copy_only=False)
+    empty = np.isnan(signal[:, : len(constants.EEG_PROBES)]).all(axis=0)  # (19,) nulls and NaN alike
+    if empty.any():
+        names = [name for name, is_empty in zip(constants.EEG_PROBES, empty, strict=True) if is_empty]
+        raise HmsDataError(f"{path}: EEG channel(s) {names} contain only NaN or null values")
+    return np.ma.MaskedArray(signal, mask=nulls, fill_value=np.nan)
 
 
 def read_spectrogram(path) -> tuple[np.ndarray, np.ndarray]:

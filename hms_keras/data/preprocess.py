@@ -7,6 +7,8 @@ run once per recording; `channel_quality_factor` is its CQF (§1.3). `spectrogra
 
 Layouts: arrays are time-major, `(time, channels)`; raw EEG is 200 Hz µV with the 20 columns of
 `constants.EEG_COLUMNS`; preprocessed EEG is 40 Hz "frames" in mV with the 19 `constants.EEG_PROBES`.
+Raw EEG keeps the parquet file's two kinds of missing sample apart, because the reference
+interpolates only one of them: nulls are the mask of a `numpy.ma.MaskedArray`, NaN values are NaN.
 """
 
 import numpy as np
@@ -26,6 +28,8 @@ SPECTROGRAM_STD_EPS = 1e-6
 # Everything that changes the cached arrays; the cache manifest records it (hms_keras.data.cache).
 PREPROCESS_PARAMETERS = {
     "raw_columns": list(constants.EEG_COLUMNS),
+    "missing_samples": "parquet nulls inside a channel linearly interpolated from the non-null samples around "
+    "them (a NaN value among those gives NaN); edge nulls and NaN values stay NaN (block NaN-mean, then 0)",
     "probes": list(constants.EEG_PROBES),
     "downsample_factor": constants.DOWNSAMPLE_FACTOR,
     "trailing_partial_block": "dropped",
@@ -44,22 +48,26 @@ _NUM_PROBES = len(constants.EEG_PROBES)
 _CQF_CHUNK_FRAMES = 4096  # bounds the (chunk, 19, 19) distance tensor to ~12 MB
 
 
-def interpolate_interior_nans(x: np.ndarray) -> np.ndarray:
-    """Linearly interpolate NaN runs between two finite samples, per channel, along time.
+def interpolate_interior_nulls(x) -> np.ndarray:
+    """Linearly interpolate null runs between two non-null samples, per channel, along time.
 
-    x: (time, channels) float. NaNs before a channel's first or after its last finite sample stay
-    NaN (polars `interpolate()` semantics). Returns a new float64 array of the same shape.
+    x: (time, channels) float; a `numpy.ma.MaskedArray` whose mask marks the nulls (as
+    `hms.read_eeg` returns), or a plain array, which has none. As polars `interpolate()` (spec v5
+    §1.2 step 1): the anchors are every non-null sample, NaN values included, so a null next to a
+    NaN value becomes NaN; nulls before a channel's first or after its last non-null sample become
+    NaN; NaN values are left as they are. Returns a new plain float64 array of the same shape.
     """
-    out = np.array(x, dtype=np.float64)
-    for channel in range(out.shape[1]):
+    nulls = np.ma.getmaskarray(x)  # (time, channels) bool, all False for a plain array
+    out = np.array(np.ma.getdata(x), dtype=np.float64)  # (time, channels), a copy
+    out[nulls] = np.nan  # whatever a masked array holds under its mask
+    for channel in np.flatnonzero(nulls.any(axis=0)):
         column = out[:, channel]  # (time,) view into out
-        missing = np.isnan(column)
-        known = np.flatnonzero(~missing)
-        if known.size < 2 or known.size == column.size:
+        known = np.flatnonzero(~nulls[:, channel])
+        if known.size < 2:
             continue
-        gaps = np.flatnonzero(missing)
-        gaps = gaps[(gaps > known[0]) & (gaps < known[-1])]  # interior NaNs only
-        column[gaps] = np.interp(gaps, known, column[known])
+        gaps = np.flatnonzero(nulls[:, channel])
+        gaps = gaps[(gaps > known[0]) & (gaps < known[-1])]  # interior nulls only
+        column[gaps] = np.interp(gaps, known, column[known])  # NaN when a neighbouring anchor is NaN
     return out
 
 
@@ -90,27 +98,32 @@ def drop_trailing_nan_rows(x: np.ndarray) -> np.ndarray:
     return x[: x.shape[0] - trailing]
 
 
-def preprocess_eeg(raw_uv: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+def preprocess_eeg(raw_uv) -> tuple[np.ndarray, np.ndarray]:
     """The v5 preprocessing of one whole recording (spec v5 §1.2), in the reference's order.
 
-    raw_uv: (time, 20) float µV at 200 Hz, columns `constants.EEG_COLUMNS` (EKG last), NaN = gap.
-    Steps: interpolate interior NaNs per channel -> NaN-mean of 5-sample blocks (200 -> 40 Hz,
-    trailing partial block dropped) -> subtract one scalar, the NaN-median of the 19 probes over
-    the whole recording -> clip to ±65504 µV -> drop trailing frames with a NaN in any of the
-    20 columns -> zero-pad on the right to >= 2000 frames -> remaining NaN -> 0 -> /1000 (mV) ->
-    CQF of the 19 probes. Computed in float64, returned as float16.
+    raw_uv: (time, 20) float µV at 200 Hz, columns `constants.EEG_COLUMNS` (EKG last). Missing
+    samples come in the two kinds of a parquet file, which the reference treats differently: nulls
+    are interpolated, NaN values are not. Pass nulls as the mask of a `numpy.ma.MaskedArray` (as
+    `hms.read_eeg` returns); a NaN value, and every NaN of a plain ndarray, counts as a parquet NaN.
+    Steps: linearly interpolate interior nulls per channel (edge nulls -> NaN) -> NaN-mean of
+    5-sample blocks (200 -> 40 Hz, trailing partial block dropped) -> subtract one scalar, the
+    NaN-median of the 19 probes over the whole recording -> clip to ±65504 µV -> drop trailing
+    frames with a NaN in any of the 20 columns -> zero-pad on the right to >= 2000 frames ->
+    remaining NaN -> 0 -> /1000 (mV) -> CQF of the 19 probes. Computed in float64, returned as
+    float16. So an interior null gap is bridged by a line, while a gap of NaN values is averaged
+    over within each 5-sample block and is 0 mV where a whole block is NaN.
 
     Returns (signal, cqf), each (frames, 19) float16, frames at 40 Hz, frames >= 2000: the 19
     probes in mV (EKG dropped) and their channel quality factor in (0, 1].
     Raises ValueError when raw_uv is not (time, 20) or its 19 probes hold no finite 40 Hz value.
     """
-    raw = np.asarray(raw_uv)
-    if raw.ndim != 2 or raw.shape[1] != len(constants.EEG_COLUMNS):
-        raise ValueError(f"expected raw EEG of shape (time, {len(constants.EEG_COLUMNS)}), got {raw.shape}")
-    x = interpolate_interior_nans(raw)  # (time, 20) µV, 200 Hz
+    shape = np.shape(raw_uv)
+    if len(shape) != 2 or shape[1] != len(constants.EEG_COLUMNS):
+        raise ValueError(f"expected raw EEG of shape (time, {len(constants.EEG_COLUMNS)}), got {shape}")
+    x = interpolate_interior_nulls(raw_uv)  # (time, 20) µV, 200 Hz, NaN at NaN values and edge nulls
     x = block_nanmean(x, constants.DOWNSAMPLE_FACTOR)  # (frames, 20) µV, 40 Hz
     if np.isnan(x[:, :_NUM_PROBES]).all():
-        raise ValueError(f"no finite value in the {_NUM_PROBES} EEG probes ({raw.shape[0]} raw samples)")
+        raise ValueError(f"no finite value in the {_NUM_PROBES} EEG probes ({shape[0]} raw samples)")
     x -= np.nanmedian(x[:, :_NUM_PROBES])
     np.clip(x, -CLIP_UV, CLIP_UV, out=x)
     x = drop_trailing_nan_rows(x)  # (frames', 20)

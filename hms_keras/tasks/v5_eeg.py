@@ -41,7 +41,8 @@ def ensemble_probabilities(models, inputs, steps: int | None = None) -> np.ndarr
 def eeg_inputs(raw_uv: np.ndarray, offset_seconds: float = 0.0) -> dict[str, np.ndarray]:
     """Model inputs of one recording: {"eeg", "mask"}, each (1, 512, 18) float32.
 
-    raw_uv: (time, 20) µV at 200 Hz in constants.EEG_COLUMNS order (e.g. `hms.read_eeg`);
+    raw_uv: (time, 20) µV at 200 Hz in constants.EEG_COLUMNS order, masked at parquet nulls as
+    `hms.read_eeg` returns it (NaN in a plain array is not interpolated: `preprocess_eeg`);
     the 50 s window starts `offset_seconds` into it (0 for a Kaggle test EEG).
     """
     signal, cqf = preprocess_eeg(raw_uv)  # (frames, 19) each, 40 Hz
