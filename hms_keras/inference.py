@@ -1,6 +1,6 @@
 """Ensembles of trained fold x seed models: test-set submissions, single recordings, OOF scores.
 
-    ensemble = Ensemble.load("runs/v5_eeg_cutmix")          # every finished fold_*/seed_* model
+    ensemble = Ensemble.load("runs/v5_eeg_cutmix")          # every finished fold x seed model
     submission = ensemble.predict_test("/path/to/hms-data")  # DataFrame in test.csv order
     probabilities = ensemble.predict_file("/path/to/123.parquet")  # (6,), one EEG or spectrogram
 
@@ -9,29 +9,18 @@ under any other. v5 models are averaged in logit space, spectrogram models in pr
 as their references do.
 """
 
+import warnings
 from pathlib import Path
 
 import keras
 import numpy as np
 import pandas as pd
 
+from hms_keras import runs
 from hms_keras.data.hms import read_eeg, read_spectrogram
-from hms_keras.tasks import TASKS
 from hms_keras.tasks import spectrogram as spectrogram_task
+from hms_keras.tasks import task_for
 from hms_keras.tasks import v5_eeg as v5_eeg_task
-from hms_keras.training import is_finished, read_run_description
-
-
-def finished_runs(recipe_dir) -> list[Path]:
-    """The finished `fold_<k>/seed_<s>` folders under one recipe's run folder, sorted."""
-    recipe_dir = Path(recipe_dir)
-    runs = sorted(path for path in recipe_dir.glob("fold_*/seed_*") if is_finished(path))
-    if not runs:
-        raise FileNotFoundError(
-            f"{recipe_dir}: no finished run (fold_<k>/seed_<s>/ with model.keras, recipe.json, history.csv, "
-            "oof.parquet); train one with `python -m recipes.train --recipe ...`"
-        )
-    return runs
 
 
 class Ensemble:
@@ -39,26 +28,22 @@ class Ensemble:
 
     def __init__(self, run_dirs):
         self.run_dirs = [Path(run_dir) for run_dir in run_dirs]
-        descriptions = [read_run_description(run_dir) for run_dir in self.run_dirs]
+        descriptions = [runs.read_description(run_dir) for run_dir in self.run_dirs]
         tasks = {description["recipe"].task for description in descriptions}
         if len(tasks) != 1:
             raise ValueError(f"cannot ensemble runs of different tasks {sorted(tasks)}: {self.run_dirs}")
         self.recipe = descriptions[0]["recipe"]
-        self.models = [keras.models.load_model(run_dir / "model.keras", compile=False) for run_dir in self.run_dirs]
+        self.models = [keras.models.load_model(run_dir / runs.MODEL_FILE, compile=False) for run_dir in self.run_dirs]
 
     @classmethod
     def load(cls, recipe_dir) -> "Ensemble":
         """Every finished run under `recipe_dir` (e.g. `runs/v5_eeg_cutmix`)."""
-        return cls(finished_runs(recipe_dir))
+        return cls(runs.finished_runs(recipe_dir))
 
     def predict_test(self, data_dir=None, *, batch_size: int = 32) -> pd.DataFrame:
         """A submission for `data_dir`'s test.csv (default: the data the models were trained on):
         `eeg_id` + the six vote columns as probabilities, rows in test.csv order."""
-        task = TASKS[self.recipe.task](
-            data_dir if data_dir is not None else self.recipe.data.data_dir,
-            synthetic_eegs=self.recipe.data.synthetic_eegs, synthetic_seed=self.recipe.data.synthetic_seed
-        )
-        return task.predict_test(self.models, batch_size=batch_size)
+        return task_for(self.recipe, data_dir).predict_test(self.models, batch_size=batch_size)
 
     def predict_file(self, path, offset_seconds: float = 0.0) -> np.ndarray:
         """(6,) class probabilities (constants.CLASSES order) of one parquet file: an EEG for
@@ -86,14 +71,17 @@ class Ensemble:
 
 
 def score_out_of_fold(recipe_dir, data_dir=None) -> pd.DataFrame:
-    """Per-fold CV table of the finished runs under `recipe_dir`, with the class-prior baseline
-    on the same rows; the seeds of a fold are ensembled as at test time."""
-    recipe = read_run_description(finished_runs(recipe_dir)[0])["recipe"]
-    folds = sorted({int(path.parent.name.removeprefix("fold_")) for path in finished_runs(recipe_dir)})
-    task = TASKS[recipe.task](
-        data_dir if data_dir is not None else recipe.data.data_dir,
-        n_folds=recipe.data.n_folds,
-        synthetic_eegs=recipe.data.synthetic_eegs,
-        synthetic_seed=recipe.data.synthetic_seed,
-    )
-    return task.score_runs(recipe_dir, folds)
+    """Per-fold CV table of the finished runs under `recipe_dir` that hold out-of-fold
+    predictions, with the class-prior baseline on the same rows; the seeds of a fold are
+    ensembled as at test time. Runs without predictions (converted ones) are listed in a warning."""
+    by_fold = runs.oof_runs_by_fold(recipe_dir)
+    scored = {path for paths in by_fold.values() for path in paths}
+    unscored = [path for path in runs.finished_runs(recipe_dir) if path not in scored]
+    if unscored:
+        warnings.warn(
+            f"{len(unscored)} finished run(s) have no out-of-fold predictions and are not scored: "
+            + ", ".join(str(path) for path in unscored),
+            stacklevel=2,
+        )
+    recipe = runs.read_description(next(iter(scored)))["recipe"]
+    return task_for(recipe, data_dir).score_runs(by_fold)

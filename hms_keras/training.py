@@ -1,14 +1,11 @@
-"""Train one fold x seed of a recipe and write its self-describing run folder.
+"""Train one fold x seed of a recipe and write its self-describing run folder (`hms_keras.runs`).
 
-    runs/<recipe>/fold_<k>/seed_<s>/
-        model.keras    the trained model (last epoch, or best validation KL for "best" recipes)
-        recipe.json    the resolved recipe, fold, seed, backend, versions and the fold's scores
-        history.csv    per-epoch loss, learning rate and validation score
-        oof.parquet    out-of-fold logits for every validation row (ids + one column per logit)
-
-A run is written into `seed_<s>.partial/` and renamed to `seed_<s>/` only when every file is
-complete, so a killed run never leaves a folder that looks finished; a re-run skips finished
-folders and starts half-written ones again.
+A run folder holds `model.keras` (last epoch, or best validation KL for "best" recipes),
+`recipe.json` (the resolved recipe, fold, seed, backend, versions and the fold's scores),
+`history.csv` (per-epoch loss, learning rate and validation score) and `oof.parquet`
+(out-of-fold logits for every validation row). It is written into `seed_<s>.partial/` and
+renamed into place when complete, so a killed run never leaves a folder that looks finished; a
+re-run skips finished folders and starts half-written ones again.
 
 The train step is compiled once per run: the datasets yield static shapes (`drop_remainder`),
 the min-vote schedule travels inside the targets rather than as a Python constant in the loss,
@@ -19,60 +16,39 @@ programs are also kept on disk (`paths.use_persistent_compilation_cache`), so th
 first skip XLA compilation.
 """
 
-import json
-import os
-import platform
-import shutil
 import time
 from pathlib import Path
 
 import keras
 import pandas as pd
 
+from hms_keras import runs
 from hms_keras.compilations import count_xla_compilations
 from hms_keras.models import MODELS
 from hms_keras.optimizers import OneCycleFromPeak, TorchAdamW
 from hms_keras.paths import use_persistent_compilation_cache
 from hms_keras.recipe import Recipe
-from hms_keras.tasks import TASKS, Task
-
-RUN_FILES = ("model.keras", "recipe.json", "history.csv", "oof.parquet")
-
-
-def run_dir_for(workdir: Path, recipe: Recipe, fold: int, seed: int) -> Path:
-    return Path(workdir) / recipe.name / f"fold_{fold}" / f"seed_{seed}"
-
-
-def is_finished(run_dir: Path) -> bool:
-    """A run folder counts only when it was renamed into place with every file in it."""
-    return all((run_dir / name).is_file() for name in RUN_FILES)
+from hms_keras.tasks import Task, task_for
 
 
 def train_recipe(recipe: Recipe, workdir: Path) -> pd.DataFrame:
     """Train every fold x seed of `recipe` not yet finished under `workdir`; returns the score table."""
     use_persistent_compilation_cache()
-    task = TASKS[recipe.task](
-        data_dir=recipe.data.data_dir,
-        n_folds=recipe.data.n_folds,
-        synthetic_eegs=recipe.data.synthetic_eegs,
-        synthetic_seed=recipe.data.synthetic_seed,
-    )
+    task = task_for(recipe)
+    recipe_dir = Path(workdir) / recipe.name
     for fold in recipe.folds:
         for seed in recipe.seeds:
-            run_dir = run_dir_for(workdir, recipe, fold, seed)
-            if is_finished(run_dir):
+            run_dir = runs.run_dir(recipe_dir, fold, seed)
+            if runs.is_finished(run_dir):
                 print(f"[{recipe.name}] fold {fold} seed {seed}: finished earlier, skipped ({run_dir})")
                 continue
             train_one(recipe, task, fold, seed, run_dir)
-    return task.score_runs(Path(workdir) / recipe.name, folds=recipe.folds)
+    return task.score_runs(runs.oof_runs_by_fold(recipe_dir, folds=recipe.folds))
 
 
 def train_one(recipe: Recipe, task: Task, fold: int, seed: int, run_dir: Path) -> Path:
     """Train fold `fold` with seed `seed` and write `run_dir` atomically."""
-    partial = run_dir.with_name(run_dir.name + ".partial")
-    shutil.rmtree(partial, ignore_errors=True)
-    shutil.rmtree(run_dir, ignore_errors=True)  # an unfinished folder from an older layout
-    partial.mkdir(parents=True)
+    partial = runs.start_partial(run_dir)
     started = time.time()
 
     keras.utils.set_random_seed(seed)
@@ -94,7 +70,7 @@ def train_one(recipe: Recipe, task: Task, fold: int, seed: int, run_dir: Path) -
         loss=task.loss(),
     )
     validation = ValidationScore(task, fold, batch_size=recipe.train.batch_size)
-    callbacks = [validation, LearningRateLogger(), keras.callbacks.CSVLogger(str(partial / "history.csv"))]
+    callbacks = [validation, LearningRateLogger(), keras.callbacks.CSVLogger(str(partial / runs.HISTORY_FILE))]
     if recipe.train.checkpoint == "best":
         callbacks.append(
             keras.callbacks.EarlyStopping(
@@ -118,14 +94,15 @@ def train_one(recipe: Recipe, task: Task, fold: int, seed: int, run_dir: Path) -
     if train_step_compilations not in (None, 1):
         print(f"[{recipe.name}] warning: the train step was compiled {train_step_compilations} times, not once")
 
-    model.save(partial / "model.keras")
+    model.save(partial / runs.MODEL_FILE)
     oof = task.predict_validation(model, fold, batch_size=recipe.train.batch_size)
     scores = task.score_oof(oof, fold)
-    oof.to_parquet(partial / "oof.parquet", index=False)
-    _write_run_description(
-        partial / "recipe.json", recipe, fold, seed, scores, time.time() - started, train_step_compilations
-    )
-    os.replace(partial, run_dir)
+    oof.to_parquet(partial / runs.OOF_FILE, index=False)
+    description = runs.describe(recipe, fold, seed)
+    description.update(scores=scores, train_seconds=round(time.time() - started, 1),
+                       train_step_compilations=train_step_compilations)
+    runs.write_description(partial, description)
+    runs.publish(partial, run_dir)
     print(f"[{recipe.name}] fold {fold} seed {seed}: " + ", ".join(f"{k} {v:.4f}" for k, v in scores.items()))
     return run_dir
 
@@ -136,30 +113,6 @@ def _learning_rate_schedule(recipe: Recipe, total_steps: int):
     if recipe.train.schedule == "one_cycle":
         return OneCycleFromPeak(recipe.train.learning_rate, total_steps)
     raise ValueError(f"unknown schedule {recipe.train.schedule!r}; use 'cosine' or 'one_cycle'")
-
-
-def _write_run_description(
-    path: Path, recipe: Recipe, fold: int, seed: int, scores: dict, seconds: float, train_step_compilations
-):
-    """`train_step_compilations`: XLA builds of the train step during `fit` (JAX; None elsewhere)."""
-    description = {
-        "recipe": recipe.to_dict(),
-        "fold": fold,
-        "seed": seed,
-        "scores": scores,
-        "train_seconds": round(seconds, 1),
-        "train_step_compilations": train_step_compilations,
-        "keras_backend": keras.backend.backend(),
-        "versions": {"keras": keras.__version__, "python": platform.python_version()},
-    }
-    path.write_text(json.dumps(description, indent=2))
-
-
-def read_run_description(run_dir: Path) -> dict:
-    """The `recipe.json` of a finished run, with the recipe parsed back into a `Recipe`."""
-    description = json.loads((Path(run_dir) / "recipe.json").read_text())
-    description["recipe"] = Recipe.from_dict(description["recipe"])
-    return description
 
 
 class ValidationScore(keras.callbacks.Callback):

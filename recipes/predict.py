@@ -17,7 +17,9 @@ from recipes import cpu_runtime  # noqa: E402
 
 cpu_runtime.configure()
 
+from hms_keras.data.hms import HmsDataError  # noqa: E402
 from hms_keras.inference import Ensemble, score_out_of_fold  # noqa: E402
+from hms_keras.runs import RunFolderError  # noqa: E402
 
 
 def parse_args(argv):
@@ -34,6 +36,14 @@ def parse_args(argv):
 
 def main(argv=None) -> int:
     args = parse_args(argv)
+    try:
+        return predict(args)
+    except (HmsDataError, RunFolderError) as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2
+
+
+def predict(args) -> int:
     if args.oof:
         scores = score_out_of_fold(args.runs, args.data_dir)
         print("out-of-fold scores (KL divergence, lower is better; prior_* = class-prior baseline)")

@@ -17,9 +17,10 @@ import pytest
 from hms_keras import constants
 from hms_keras.data.hms import read_test_csv
 from hms_keras.data.synthetic import generate_dataset
-from hms_keras.inference import Ensemble, finished_runs
+from hms_keras.inference import Ensemble
 from hms_keras.recipe import Recipe
-from hms_keras.training import RUN_FILES, is_finished, read_run_description, train_recipe
+from hms_keras.runs import RunFolderError, finished_runs, is_finished, read_description
+from hms_keras.training import train_recipe
 from recipes.registry import get_recipe
 from recipes import predict as predict_script
 
@@ -64,8 +65,8 @@ def test_every_fold_and_seed_writes_a_complete_self_describing_folder(trained):
         (f"fold_{fold}", f"seed_{seed}") for fold in (0, 1) for seed in GRID_SEEDS
     ]
     for run in runs:
-        assert all((run / name).is_file() for name in RUN_FILES)
-        description = read_run_description(run)
+        assert all((run / name).is_file() for name in ("model.keras", "recipe.json", "history.csv", "oof.parquet"))
+        description = read_description(run)
         assert description["recipe"] == recipe
         assert description["fold"] == int(run.parent.name[-1]) and description["seed"] == int(run.name[-1])
         history = pd.read_csv(run / "history.csv")
@@ -137,7 +138,7 @@ def test_a_killed_run_leaves_no_folder_that_predict_would_use(data_dir, tmp_path
     process.wait()
     assert partial.is_dir(), "the run never started"
     assert not (workdir / "v5_eeg_cutmix_quick" / "fold_0" / "seed_0").exists()
-    with pytest.raises(FileNotFoundError, match="no finished run"):
+    with pytest.raises(RunFolderError, match="no finished run"):
         finished_runs(workdir / "v5_eeg_cutmix_quick")
 
 

@@ -8,15 +8,30 @@ A task owns one data folder's labels, folds and input caches, and offers the tra
 - `loss()`: the training loss for the task's targets
 - `monitor_score(model, fold, *, batch_size)`: the validation KL logged each epoch
 - `predict_validation(model, fold, *, batch_size)`: out-of-fold logits (a DataFrame)
-- `score_oof(oof, fold)` / `score_runs(recipe_dir, folds)`: CV figures and the class-prior
+- `score_oof(oof, fold)` / `score_runs(runs_by_fold)`: CV figures and the class-prior
   baseline on the same rows
 - `predict_test(models, *, batch_size)`: the ensembled submission for test.csv
 """
 
+from hms_keras.recipe import Recipe
 from hms_keras.tasks.base import Task, resolve_data_dir
 from hms_keras.tasks.spectrogram import SpectrogramTask
 from hms_keras.tasks.v5_eeg import V5EegTask
 
 TASKS: dict[str, type[Task]] = {"v5_eeg": V5EegTask, "spectrogram": SpectrogramTask}
 
-__all__ = ["TASKS", "Task", "resolve_data_dir"]
+
+def task_for(recipe: Recipe, data_dir=None) -> Task:
+    """The recipe's task on `data_dir` (default: the recipe's own data, the embedded synthetic
+    dataset when that is None), with the recipe's fold count and synthetic-data settings."""
+    if recipe.task not in TASKS:
+        raise ValueError(f"unknown task {recipe.task!r} in recipe {recipe.name!r}; choose from {sorted(TASKS)}")
+    return TASKS[recipe.task](
+        data_dir if data_dir is not None else recipe.data.data_dir,
+        n_folds=recipe.data.n_folds,
+        synthetic_eegs=recipe.data.synthetic_eegs,
+        synthetic_seed=recipe.data.synthetic_seed,
+    )
+
+
+__all__ = ["TASKS", "Task", "resolve_data_dir", "task_for"]

@@ -1,4 +1,4 @@
-"""Shared pieces of the tasks: the data folder, folds, logits frames and run-folder reading."""
+"""Shared pieces of the tasks: the data folder, folds, logits frames and per-fold scoring."""
 
 import functools
 from pathlib import Path
@@ -6,6 +6,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from hms_keras import runs
 from hms_keras.data.hms import HmsLayout, check_label_windows, read_test_csv, read_train_csv
 from hms_keras.data.synthetic import embedded_data_dir
 from hms_keras.metrics import LOGIT_COLUMNS, class_prior, kaggle_kl_score, submission_frame
@@ -45,20 +46,6 @@ def kaggle_score(ids, truth: np.ndarray, probabilities: np.ndarray, id_column: s
     return kaggle_kl_score(solution, submission, id_column=id_column)
 
 
-def read_oof(recipe_dir: Path, fold: int) -> pd.DataFrame:
-    """Every finished seed's oof.parquet of one fold, stacked, with a `seed` column."""
-    frames = []
-    for run_dir in sorted((Path(recipe_dir) / f"fold_{fold}").glob("seed_*")):
-        if run_dir.name.endswith(".partial") or not (run_dir / "oof.parquet").is_file():
-            continue
-        frame = pd.read_parquet(run_dir / "oof.parquet")
-        frame["seed"] = int(run_dir.name.removeprefix("seed_"))
-        frames.append(frame)
-    if not frames:
-        raise FileNotFoundError(f"{recipe_dir}/fold_{fold}: no finished run with an oof.parquet")
-    return pd.concat(frames, ignore_index=True)
-
-
 class Task:
     """Base of the tasks: one data folder in the Kaggle layout. The training side (train.csv,
     folds, caches) is read on first use, so predicting the test set never touches it."""
@@ -81,10 +68,13 @@ class Task:
     def score_oof(self, oof: pd.DataFrame, fold: int) -> dict[str, float]:
         raise NotImplementedError
 
-    def score_runs(self, recipe_dir: Path, folds) -> pd.DataFrame:
-        """One row of `score_oof` figures per fold, the finished seeds of a fold ensembled."""
+    def score_runs(self, runs_by_fold: dict[int, list[Path]]) -> pd.DataFrame:
+        """One row of `score_oof` figures per fold, the seeds of a fold ensembled.
+
+        runs_by_fold: fold -> run folders holding out-of-fold predictions
+        (`runs.oof_runs_by_fold`)."""
         table = []
-        for fold in folds:
-            oof = read_oof(recipe_dir, fold)
+        for fold, run_dirs in runs_by_fold.items():
+            oof = runs.read_oof(run_dirs)
             table.append({"fold": fold, "seeds": oof["seed"].nunique(), **self.score_oof(oof, fold)})
         return pd.DataFrame(table)

@@ -1,0 +1,188 @@
+"""The run folder: where one trained (or converted) fold x seed model lives, and how it is read.
+
+    <recipe_dir>/fold_<k>/seed_<s>/
+        model.keras    the model
+        recipe.json    the resolved recipe, fold, seed, backend, versions, scores (or where the
+                       weights were converted from)
+        history.csv    per-epoch training log                     (trained runs only)
+        oof.parquet    out-of-fold logits of the fold's rows      (trained runs only)
+
+A run is written into `seed_<s>.partial/` and renamed to `seed_<s>/` when every file is in it,
+so a folder without the suffix is complete: it is *finished* when it holds `model.keras` and
+`recipe.json`. A run converted from the original PyTorch code has no history and no out-of-fold
+predictions; it predicts like any other run and is left out of out-of-fold scores, with a note.
+
+This module is the only place that knows these names; training writes through it, inference and
+scoring read through it.
+"""
+
+import importlib.metadata
+import json
+import os
+import platform
+import shutil
+import subprocess
+from pathlib import Path
+
+import keras
+import pandas as pd
+
+from hms_keras.recipe import Recipe
+
+MODEL_FILE = "model.keras"
+DESCRIPTION_FILE = "recipe.json"
+HISTORY_FILE = "history.csv"
+OOF_FILE = "oof.parquet"
+REQUIRED_FILES = (MODEL_FILE, DESCRIPTION_FILE)
+PARTIAL_SUFFIX = ".partial"
+
+
+class RunFolderError(ValueError):
+    """A missing or malformed run folder; the message names the folder or file."""
+
+
+def run_dir(recipe_dir, fold: int, seed: int) -> Path:
+    """The folder of fold `fold`, seed `seed` under one recipe's folder (e.g. `runs/v5_eeg_cutmix`)."""
+    return Path(recipe_dir) / f"fold_{fold}" / f"seed_{seed}"
+
+
+def start_partial(run_dir_path: Path) -> Path:
+    """An empty `<run>.partial/` folder to write a run into (a stale one is removed first)."""
+    partial = run_dir_path.with_name(run_dir_path.name + PARTIAL_SUFFIX)
+    shutil.rmtree(partial, ignore_errors=True)
+    shutil.rmtree(run_dir_path, ignore_errors=True)  # an unfinished folder from an older layout
+    partial.mkdir(parents=True)
+    return partial
+
+
+def publish(partial: Path, run_dir_path: Path) -> Path:
+    """Rename a complete `<run>.partial/` to `<run>/` (atomic on one file system)."""
+    missing = [name for name in REQUIRED_FILES if not (partial / name).is_file()]
+    if missing:
+        raise RunFolderError(f"{partial}: cannot publish a run without {missing}")
+    os.replace(partial, run_dir_path)
+    return run_dir_path
+
+
+def is_finished(run_dir_path: Path) -> bool:
+    """True for a published run folder (it holds `model.keras` and `recipe.json`)."""
+    run_dir_path = Path(run_dir_path)
+    return not run_dir_path.name.endswith(PARTIAL_SUFFIX) and all(
+        (run_dir_path / name).is_file() for name in REQUIRED_FILES
+    )
+
+
+def finished_runs(recipe_dir) -> list[Path]:
+    """The finished `fold_<k>/seed_<s>` folders under one recipe's folder, sorted by (fold, seed).
+
+    Raises RunFolderError when there is none.
+    """
+    recipe_dir = Path(recipe_dir)
+    runs = [path for path in recipe_dir.glob("fold_*/seed_*") if is_finished(path)]
+    if not runs:
+        problem = "folder not found" if not recipe_dir.is_dir() else "no finished run"
+        raise RunFolderError(
+            f"{recipe_dir}: {problem} (fold_<k>/seed_<s>/ with {' and '.join(REQUIRED_FILES)}); train one "
+            "with `python -m recipes.train --recipe ...` or convert one with `python -m recipes.convert ...`"
+        )
+    descriptions = {path: read_description(path) for path in runs}
+    return sorted(runs, key=lambda path: (descriptions[path]["fold"], descriptions[path]["seed"]))
+
+
+def describe(recipe: Recipe, fold: int, seed: int) -> dict:
+    """The `recipe.json` fields every run shares: recipe, fold, seed, backend and software versions."""
+    return {
+        "recipe": recipe,
+        "fold": fold,
+        "seed": seed,
+        "keras_backend": keras.backend.backend(),
+        "versions": software_versions(),
+    }
+
+
+def write_description(run_dir_path: Path, description: dict) -> None:
+    """Write `recipe.json`; `description["recipe"]` may be a Recipe (stored as a dict)."""
+    recipe = description["recipe"]
+    stored = {**description, "recipe": recipe.to_dict() if isinstance(recipe, Recipe) else recipe}
+    (Path(run_dir_path) / DESCRIPTION_FILE).write_text(json.dumps(stored, indent=2))
+
+
+def read_description(run_dir_path) -> dict:
+    """A run's `recipe.json`, with the recipe parsed back into a `Recipe`.
+
+    Raises RunFolderError naming the file when it is missing, not JSON or not a run description.
+    """
+    path = Path(run_dir_path) / DESCRIPTION_FILE
+    try:
+        description = json.loads(path.read_text())
+        description["recipe"] = Recipe.from_dict(description["recipe"])
+        int(description["fold"]), int(description["seed"])
+    except FileNotFoundError:
+        raise RunFolderError(f"{path}: file not found") from None
+    except (json.JSONDecodeError, UnicodeDecodeError) as error:
+        raise RunFolderError(f"{path}: not valid JSON ({error})") from None
+    except (KeyError, TypeError, ValueError) as error:
+        raise RunFolderError(f"{path}: not a run description ({type(error).__name__}: {error})") from None
+    return description
+
+
+def has_oof(run_dir_path) -> bool:
+    """True when the run holds out-of-fold predictions (converted runs do not)."""
+    return (Path(run_dir_path) / OOF_FILE).is_file()
+
+
+def read_oof(run_dirs) -> pd.DataFrame:
+    """The `oof.parquet` frames of `run_dirs` (runs of one fold), stacked, with a `seed` column.
+
+    Raises RunFolderError when a run has none (e.g. a converted run).
+    """
+    frames = []
+    for path in run_dirs:
+        if not has_oof(path):
+            raise RunFolderError(f"{path}: no out-of-fold predictions ({OOF_FILE}); it was not trained here")
+        frame = pd.read_parquet(Path(path) / OOF_FILE)
+        frame["seed"] = read_description(path)["seed"]
+        frames.append(frame)
+    return pd.concat(frames, ignore_index=True)
+
+
+def oof_runs_by_fold(recipe_dir, folds=None) -> dict[int, list[Path]]:
+    """The finished runs under `recipe_dir` that hold out-of-fold predictions, by fold (sorted).
+
+    folds: keep only these folds (default: all). Raises RunFolderError when no run qualifies,
+    saying how many finished runs lack predictions (converted runs).
+    """
+    finished = finished_runs(recipe_dir)
+    by_fold: dict[int, list[Path]] = {}
+    for path in finished:
+        fold = read_description(path)["fold"]
+        if has_oof(path) and (folds is None or fold in folds):
+            by_fold.setdefault(fold, []).append(path)
+    if not by_fold:
+        without = sum(not has_oof(path) for path in finished)
+        raise RunFolderError(
+            f"{recipe_dir}: no finished run{'' if folds is None else f' of folds {list(folds)}'} has out-of-fold "
+            f"predictions ({OOF_FILE}); {without} of its {len(finished)} finished runs have none (runs converted "
+            "from original checkpoints cannot be scored out of fold)"
+        )
+    return dict(sorted(by_fold.items()))
+
+
+def software_versions() -> dict:
+    """hms_keras, Keras, the backend library and Python versions, and the hms_keras git commit
+    (None outside a git checkout), for `recipe.json`."""
+    backend = keras.backend.backend()
+    versions = {"hms_keras": importlib.metadata.version("hms_keras"), "keras": keras.__version__}
+    try:
+        versions[backend] = importlib.metadata.version({"jax": "jax", "tensorflow": "tensorflow"}.get(backend, backend))
+    except importlib.metadata.PackageNotFoundError:
+        pass
+    versions["python"] = platform.python_version()
+    try:
+        commit = subprocess.run(
+            ["git", "rev-parse", "HEAD"], cwd=Path(__file__).parent, capture_output=True, text=True, timeout=10
+        )
+        versions["git_commit"] = commit.stdout.strip() if commit.returncode == 0 else None
+    except (OSError, subprocess.SubprocessError):
+        versions["git_commit"] = None
+    return versions
