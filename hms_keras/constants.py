@@ -4,6 +4,8 @@ Every number here is a property of the Kaggle data or of the v5 reference system
 (`shared/spec/hms_data.md`, `shared/spec/v5_eeg_model.md`); nothing is tunable.
 """
 
+from decimal import ROUND_HALF_UP, Decimal
+
 # --- classes and votes -------------------------------------------------------------------
 CLASSES = ("seizure", "lpd", "gpd", "lrda", "grda", "other")
 NUM_CLASSES = len(CLASSES)
@@ -63,8 +65,19 @@ SPECTROGRAM_CHAINS = ("LL", "RL", "LP", "RP")  # file order of the 4 x 100 colum
 SPECTROGRAM_BINS = 100
 # Bin k is (k + 3) * 200 / 1024 Hz: 0.59 .. 19.92 Hz.
 SPECTROGRAM_FREQUENCIES_HZ = tuple((k + 3) * 200 / 1024 for k in range(SPECTROGRAM_BINS))
+
+
+def _spectrogram_column(chain: str, freq_hz: float) -> str:
+    """Kaggle's name of one spectrogram column: chain, `_`, the frequency in Hz rounded to 2 decimals
+    half-up, trailing zeros dropped (`LL_3.13` for 3.125 Hz, `LL_4.1`, `LL_12.5`). Python's round()
+    would give `LL_3.12`. Decimal(freq_hz) is exact: every bin frequency is a binary fraction."""
+    rounded = Decimal(freq_hz).quantize(Decimal("0.01"), rounding=ROUND_HALF_UP)
+    return f"{chain}_{rounded.normalize():f}"
+
+
+# File order of the 400 power columns (after `time`): 4 chains x 100 bins.
 SPECTROGRAM_COLUMNS = tuple(
-    f"{chain}_{round(freq, 2)}" for chain in SPECTROGRAM_CHAINS for freq in SPECTROGRAM_FREQUENCIES_HZ
+    _spectrogram_column(chain, freq) for chain in SPECTROGRAM_CHAINS for freq in SPECTROGRAM_FREQUENCIES_HZ
 )
 SPECTROGRAM_SECONDS_PER_ROW = 2
 SPECTROGRAM_WINDOW_ROWS = 300  # 600 s

@@ -1,5 +1,7 @@
 """hms_keras.data.hms: layout paths, valid reads, and one clear HmsDataError per malformed input."""
 
+import re
+
 import numpy as np
 import pandas as pd
 import pyarrow as pa
@@ -241,9 +243,47 @@ def test_read_spectrogram_round_trip(tmp_path):
     assert np.isnan(values[1, 399])
 
 
+# Column names printed from real Kaggle spectrogram files (spec hms_data.md), with their index.
+KNOWN_SPECTROGRAM_NAMES = {
+    0: "LL_0.59", 13: "LL_3.13", 17: "LL_3.91", 18: "LL_4.1", 39: "LL_8.2", 61: "LL_12.5", 77: "LL_15.63",
+    100: "RL_0.59", 399: "RP_19.92",
+}
+
+
+def kaggle_spectrogram_names() -> list[str]:
+    """The 400 power column names, built with integer arithmetic: bin k is (k + 3) * 200 / 1024 Hz
+    = (k + 3) * 625 / 32 hundredths of a Hz, rounded half-up, trailing zeros dropped."""
+    names = []
+    for chain in ("LL", "RL", "LP", "RP"):
+        for k in range(100):
+            cents = ((k + 3) * 625 + 16) // 32  # floor(x + 1/2)
+            decimals = f"{cents % 100:02d}".rstrip("0")
+            names.append(f"{chain}_{cents // 100}" + (f".{decimals}" if decimals else ""))
+    return names
+
+
+def test_read_spectrogram_with_kaggle_column_names(tmp_path):
+    names = kaggle_spectrogram_names()
+    assert all(names[index] == name for index, name in KNOWN_SPECTROGRAM_NAMES.items())
+    assert len(set(names)) == 400
+    assert all(re.fullmatch(r"(LL|RL|LP|RP)_\d{1,2}(\.\d?[1-9])?", name) for name in names), names
+    values = np.random.default_rng(3).uniform(0, 10, (3, 400)).astype(np.float32)  # (rows, 400)
+    columns = {"time": pa.array([1, 3, 5], pa.int64())}
+    columns.update({name: pa.array(values[:, k]) for k, name in enumerate(names)})
+    path = tmp_path / "353733.parquet"
+    pq.write_table(pa.table(columns), path)
+    time_s, read = read_spectrogram(path)
+    assert time_s.tolist() == [1, 3, 5]
+    np.testing.assert_array_equal(read, values)
+    assert list(constants.SPECTROGRAM_COLUMNS) == names
+
+
 SPECTROGRAM_ERRORS = {
     "padded bin name": (
         lambda f: f.rename(columns={"LL_4.1": "LL_4.10"}), ["unknown column 'LL_4.10' (did you mean 'LL_4.1'?)"]
+    ),
+    "half-even bin name": (  # Python's round(3.125, 2); Kaggle rounds half-up
+        lambda f: f.rename(columns={"LL_3.13": "LL_3.12"}), ["unknown column 'LL_3.12' (did you mean 'LL_3.13'?)"]
     ),
     "chain order": (
         lambda f: f[["time", *constants.SPECTROGRAM_COLUMNS[100:200], *constants.SPECTROGRAM_COLUMNS[:100],

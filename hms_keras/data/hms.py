@@ -286,8 +286,9 @@ def read_spectrogram(path) -> tuple[np.ndarray, np.ndarray]:
     Returns `time_s` (T,) int64, the centre of each 2 s row in seconds (1, 3, 5, ...), and
     `values` (T, 400) float32 power, columns in constants.SPECTROGRAM_COLUMNS order (4 chains
     LL, RL, LP, RP x 100 bins 0.59..19.92 Hz); NaN kept. Raises HmsDataError on an unreadable
-    file, a column problem (e.g. `LL_4.10` for `LL_4.1`), a `time` column that is not integer,
-    has missing values or does not strictly increase, non-float power columns, or no rows.
+    file, a column problem (e.g. `LL_4.10` for `LL_4.1`, `LL_3.12` for `LL_3.13`), a `time`
+    column that is not integer, has missing values or does not strictly increase, non-float
+    power columns, or no rows.
     """
     path, parquet = _open_parquet(path)
     columns = (SPECTROGRAM_TIME_COLUMN, *constants.SPECTROGRAM_COLUMNS)

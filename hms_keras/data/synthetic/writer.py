@@ -26,7 +26,8 @@ from hms_keras.data.synthetic.render import _SPLIT_STREAM, FS, _spectrogram, ren
 
 logger = logging.getLogger(__name__)
 
-SYNTHETIC_VERSION = 1  # bump when the generated data change; it names the embedded folder
+SYNTHETIC_VERSION = 2  # bump when the generated data change; it names the embedded folder
+# 2: spectrogram columns named as Kaggle's (LL_3.13, LL_15.63; v1 wrote LL_3.12, LL_15.62)
 DEFAULT_EMBEDDED_EEGS = 600
 
 
