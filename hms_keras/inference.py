@@ -5,8 +5,9 @@
     probabilities = ensemble.predict_file("/path/to/123.parquet")  # (6,), one EEG or spectrogram
 
 Models are loaded once with `compile=False`, so files trained under any Keras backend load
-under any other. v5 models are averaged in logit space, spectrogram models in probability space,
-as their references do.
+under any other. The recipe's task (`hms_keras.tasks`) reads inputs and combines the models: v5
+models are averaged in logit space, spectrogram models in probability space, as their references
+do.
 """
 
 import warnings
@@ -17,10 +18,7 @@ import numpy as np
 import pandas as pd
 
 from hms_keras import runs
-from hms_keras.data.hms import read_eeg, read_spectrogram
-from hms_keras.tasks import spectrogram as spectrogram_task
 from hms_keras.tasks import task_for
-from hms_keras.tasks import v5_eeg as v5_eeg_task
 
 
 class Ensemble:
@@ -33,6 +31,7 @@ class Ensemble:
         if len(tasks) != 1:
             raise ValueError(f"cannot ensemble runs of different tasks {sorted(tasks)}: {self.run_dirs}")
         self.recipe = descriptions[0]["recipe"]
+        self.task = task_for(self.recipe)  # reads no data until a method needs it
         self.models = [keras.models.load_model(run_dir / runs.MODEL_FILE, compile=False) for run_dir in self.run_dirs]
 
     @classmethod
@@ -43,31 +42,21 @@ class Ensemble:
     def predict_test(self, data_dir=None, *, batch_size: int = 32) -> pd.DataFrame:
         """A submission for `data_dir`'s test.csv (default: the data the models were trained on):
         `eeg_id` + the six vote columns as probabilities, rows in test.csv order."""
-        return task_for(self.recipe, data_dir).predict_test(self.models, batch_size=batch_size)
+        task = self.task if data_dir is None else task_for(self.recipe, data_dir)
+        return task.predict_test(self.models, batch_size=batch_size)
 
     def predict_file(self, path, offset_seconds: float = 0.0) -> np.ndarray:
-        """(6,) class probabilities (constants.CLASSES order) of one parquet file: an EEG for
-        raw-EEG recipes, a Kaggle spectrogram for spectrogram recipes; the window starts
-        `offset_seconds` into the recording (0 for Kaggle test files)."""
-        if self.recipe.task == "v5_eeg":
-            return self.predict_eeg(read_eeg(path), offset_seconds)
-        return self.predict_spectrogram(read_spectrogram(path)[1], offset_seconds)
+        """(6,) class probabilities (constants.CLASSES order) of one input file, e.g. an EEG
+        parquet for raw-EEG recipes or a Kaggle spectrogram for spectrogram recipes; the window
+        starts `offset_seconds` into the recording (0 for Kaggle test files)."""
+        return self.predict_recording(self.task.read_recording(path), offset_seconds)
 
-    def predict_eeg(self, raw_uv: np.ndarray, offset_seconds: float = 0.0) -> np.ndarray:
-        """(6,) probabilities of one raw EEG, (time, 20) µV at 200 Hz in the Kaggle column order."""
-        self._require_task("v5_eeg")
-        inputs = v5_eeg_task.eeg_inputs(raw_uv, offset_seconds)
-        return v5_eeg_task.ensemble_probabilities(self.models, inputs)[0]
-
-    def predict_spectrogram(self, values: np.ndarray, offset_seconds: float = 0.0) -> np.ndarray:
-        """(6,) probabilities of one Kaggle spectrogram, (rows, 400) as in its parquet file."""
-        self._require_task("spectrogram")
-        inputs = spectrogram_task.spectrogram_inputs(values, offset_seconds)
-        return spectrogram_task.ensemble_probabilities(self.models, inputs)[0]
-
-    def _require_task(self, task: str) -> None:
-        if self.recipe.task != task:
-            raise ValueError(f"these models are {self.recipe.task!r} models ({self.recipe.name}), not {task!r}")
+    def predict_recording(self, recording: np.ndarray, offset_seconds: float = 0.0) -> np.ndarray:
+        """(6,) probabilities of one recording held in memory, as the task's `read_recording`
+        returns it: raw EEG (time, 20) µV at 200 Hz for raw-EEG recipes, a spectrogram (rows,
+        400) for spectrogram recipes."""
+        inputs = self.task.recording_inputs(recording, offset_seconds)
+        return self.task.ensemble_probabilities(self.models, inputs)[0]
 
 
 def score_out_of_fold(recipe_dir, data_dir=None) -> pd.DataFrame:

@@ -13,13 +13,15 @@ import types
 import typing
 from typing import Any
 
+from hms_keras.data.synthetic import DEFAULT_EMBEDDED_EEGS
+
 
 @dataclasses.dataclass(frozen=True)
 class DataSettings:
     """Where the data comes from and how it is split."""
 
     data_dir: str | None = None  # Kaggle-layout folder; None = the embedded synthetic dataset
-    synthetic_eegs: int = 600  # size of the embedded dataset used when data_dir is None
+    synthetic_eegs: int = DEFAULT_EMBEDDED_EEGS  # size of the embedded dataset used when data_dir is None
     synthetic_seed: int = 0
     n_folds: int = 5
     worker_count: int = 0  # Grain worker processes; 0 was fastest on 2 cores
@@ -49,6 +51,7 @@ class Recipe:
     name: str
     task: str  # "v5_eeg" (raw EEG windows) or "spectrogram" (Kaggle spectrogram windows)
     model: str  # key of hms_keras.models.MODELS
+    model_args: dict[str, Any] = dataclasses.field(default_factory=dict)  # keyword arguments of its builder
     data: DataSettings = DataSettings()
     train: TrainSettings = TrainSettings()
     folds: tuple[int, ...] = (0, 1, 2, 3, 4)
@@ -94,11 +97,17 @@ def _from_dict(cls, values: dict[str, Any]):
     return cls(**kwargs)
 
 
+MODEL_ARGS_PREFIX = "model_args."
+
+
 def override_keys(recipe: Recipe) -> dict[str, Any]:
-    """Every key `--set` accepts, with its type hint: `train.epochs`, `folds`, ..."""
+    """Every key `--set` accepts, with its type hint: `train.epochs`, `folds`, ...; any
+    `model_args.<name>` is accepted too (a JSON value, or else a string)."""
     keys = {}
     for field, hint in typing.get_type_hints(type(recipe)).items():
-        if dataclasses.is_dataclass(hint):
+        if field == "model_args":
+            keys[f"{MODEL_ARGS_PREFIX}<name>"] = "JSON value or string"
+        elif dataclasses.is_dataclass(hint):
             for sub, sub_hint in typing.get_type_hints(hint).items():
                 keys[f"{field}.{sub}"] = sub_hint
         else:
@@ -109,6 +118,8 @@ def override_keys(recipe: Recipe) -> dict[str, Any]:
 def apply_overrides(recipe: Recipe, assignments: list[str]) -> Recipe:
     """Apply `key=value` strings (e.g. `train.epochs=3`, `folds=0,1`, `data.data_dir=none`).
 
+    `model_args.<name>=<value>` sets a keyword argument of the model builder (value parsed as
+    JSON when it is JSON, e.g. `1.5`, `null`, `"a"`, else kept as a string, e.g. a path).
     Unknown keys and values that do not parse as the field's type raise ValueError listing the
     valid keys.
     """
@@ -118,6 +129,11 @@ def apply_overrides(recipe: Recipe, assignments: list[str]) -> Recipe:
         key = key.strip()
         if not sep:
             raise ValueError(f"override {assignment!r} is not of the form key=value")
+        if key.startswith(MODEL_ARGS_PREFIX) and len(key) > len(MODEL_ARGS_PREFIX):
+            recipe = dataclasses.replace(
+                recipe, model_args={**recipe.model_args, key[len(MODEL_ARGS_PREFIX) :]: _parse_json_or_text(text)}
+            )
+            continue
         if key not in keys:
             valid = ", ".join(f"{name} ({_type_name(hint)})" for name, hint in keys.items())
             raise ValueError(f"unknown recipe key {key!r}; valid keys: {valid}")
@@ -129,6 +145,13 @@ def apply_overrides(recipe: Recipe, assignments: list[str]) -> Recipe:
         else:
             recipe = dataclasses.replace(recipe, **{field: value})
     return recipe
+
+
+def _parse_json_or_text(text: str):
+    try:
+        return json.loads(text)
+    except json.JSONDecodeError:
+        return text
 
 
 def _parse(text: str, hint, key: str):

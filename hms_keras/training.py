@@ -60,7 +60,9 @@ def train_one(recipe: Recipe, task: Task, fold: int, seed: int, run_dir: Path) -
         min_weight_schedule=recipe.min_weight_schedule(),
         worker_count=recipe.data.worker_count,
     )
-    model = MODELS[recipe.model]()
+    if recipe.model not in MODELS:
+        raise ValueError(f"unknown model {recipe.model!r} in recipe {recipe.name!r}; choose from {sorted(MODELS)}")
+    model = MODELS[recipe.model](**recipe.model_args)
     model.compile(
         optimizer=TorchAdamW(
             learning_rate=_learning_rate_schedule(recipe, steps_per_epoch * recipe.train.epochs),

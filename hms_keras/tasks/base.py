@@ -1,14 +1,17 @@
 """Shared pieces of the tasks: the data folder, folds, logits frames and per-fold scoring."""
 
+import abc
 import functools
+from collections.abc import Iterable, Sequence
 from pathlib import Path
 
+import keras
 import numpy as np
 import pandas as pd
 
 from hms_keras import runs
 from hms_keras.data.hms import HmsLayout, check_label_windows, read_test_csv, read_train_csv
-from hms_keras.data.synthetic import embedded_data_dir
+from hms_keras.data.synthetic import DEFAULT_EMBEDDED_EEGS, embedded_data_dir
 from hms_keras.metrics import LOGIT_COLUMNS, class_prior, kaggle_kl_score, submission_frame
 
 
@@ -46,27 +49,51 @@ def kaggle_score(ids, truth: np.ndarray, probabilities: np.ndarray, id_column: s
     return kaggle_kl_score(solution, submission, id_column=id_column)
 
 
-class Task:
-    """Base of the tasks: one data folder in the Kaggle layout. The training side (train.csv,
-    folds, caches) is read on first use, so predicting the test set never touches it."""
+class Task(abc.ABC):
+    """What a recipe trains on and how it is scored: the seam between one kind of input and the
+    training loop (`hms_keras.training`) and ensembler (`hms_keras.inference`), which call only
+    these methods. A new kind of input is a subclass registered in `tasks.TASKS`, a model in
+    `models.MODELS` and a recipe; `training` and `inference` stay as they are.
 
-    def __init__(self, data_dir=None, *, n_folds: int = 5, synthetic_eegs: int = 600, synthetic_seed: int = 0):
-        self.layout = HmsLayout(resolve_data_dir(data_dir, synthetic_eegs, synthetic_seed))
+    Constructed by `tasks.task_for(recipe, data_dir)` with the recipe's data settings; the
+    constructor must not read data (the per-recording methods are used without any data folder).
+    """
+
+    def __init__(
+        self, data_dir=None, *, n_folds: int = 5, synthetic_eegs: int = DEFAULT_EMBEDDED_EEGS, synthetic_seed: int = 0
+    ):
+        self.data_dir = data_dir
         self.n_folds = n_folds
+        self.synthetic_eegs = synthetic_eegs
+        self.synthetic_seed = synthetic_seed
 
-    @functools.cached_property
-    def train_df(self) -> pd.DataFrame:
-        """train.csv, validated, every label window checked against its recording."""
-        train_df = read_train_csv(self.layout.train_csv)
-        check_label_windows(train_df, self.layout)
-        return train_df
+    # --- training ---------------------------------------------------------------------------
 
-    def test_rows(self) -> pd.DataFrame:
-        """test.csv, validated."""
-        return read_test_csv(self.layout.test_csv)
+    @abc.abstractmethod
+    def train_dataset(
+        self, fold: int, *, seed: int, batch_size: int, min_weight_schedule: Sequence[float], worker_count: int = 0
+    ) -> tuple[Iterable, int]:
+        """(dataset of `(inputs, y)` batches for `len(min_weight_schedule)` epochs, steps per epoch)
+        of the fold's training rows; `min_weight_schedule` holds one loss threshold per epoch."""
 
+    @abc.abstractmethod
+    def loss(self) -> keras.losses.Loss:
+        """The training loss for this task's `y`."""
+
+    @abc.abstractmethod
+    def monitor_score(self, model: keras.Model, fold: int, *, batch_size: int) -> float:
+        """The validation score logged after each epoch (`val_kl`, lower is better)."""
+
+    # --- out-of-fold predictions and scores -------------------------------------------------
+
+    @abc.abstractmethod
+    def predict_validation(self, model: keras.Model, fold: int, *, batch_size: int) -> pd.DataFrame:
+        """Out-of-fold logits of the fold's validation rows: id columns + `metrics.LOGIT_COLUMNS`."""
+
+    @abc.abstractmethod
     def score_oof(self, oof: pd.DataFrame, fold: int) -> dict[str, float]:
-        raise NotImplementedError
+        """CV figures of `predict_validation` frames (one or more seeds stacked, with a `seed`
+        column) and the class-prior baseline's on the same rows."""
 
     def score_runs(self, runs_by_fold: dict[int, list[Path]]) -> pd.DataFrame:
         """One row of `score_oof` figures per fold, the seeds of a fold ensembled.
@@ -78,3 +105,43 @@ class Task:
             oof = runs.read_oof(run_dirs)
             table.append({"fold": fold, "seeds": oof["seed"].nunique(), **self.score_oof(oof, fold)})
         return pd.DataFrame(table)
+
+    # --- prediction -------------------------------------------------------------------------
+
+    @abc.abstractmethod
+    def predict_test(self, models: Sequence[keras.Model], *, batch_size: int = 32) -> pd.DataFrame:
+        """The ensembled submission for the data's test set: `eeg_id` + the six vote columns."""
+
+    @abc.abstractmethod
+    def ensemble_probabilities(self, models: Sequence[keras.Model], inputs, steps: int | None = None) -> np.ndarray:
+        """(rows, 6) class probabilities of `models` combined as this task ensembles them.
+        `inputs`: an evaluation dataset of `steps` batches, or a batch of model inputs."""
+
+    @abc.abstractmethod
+    def read_recording(self, path) -> np.ndarray:
+        """One input file (e.g. an EEG or spectrogram parquet) as the array `recording_inputs` takes."""
+
+    @abc.abstractmethod
+    def recording_inputs(self, recording: np.ndarray, offset_seconds: float = 0.0):
+        """Model inputs (a batch of one) of the window starting `offset_seconds` into a recording."""
+
+
+class HmsTask(Task):
+    """A task on one data folder in the Kaggle layout (or the embedded synthetic dataset when
+    `data_dir` is None). The training side (train.csv, folds, caches) is read on first use, so
+    predicting the test set never touches it."""
+
+    @functools.cached_property
+    def layout(self) -> HmsLayout:
+        return HmsLayout(resolve_data_dir(self.data_dir, self.synthetic_eegs, self.synthetic_seed))
+
+    @functools.cached_property
+    def train_df(self) -> pd.DataFrame:
+        """train.csv, validated, every label window checked against its recording."""
+        train_df = read_train_csv(self.layout.train_csv)
+        check_label_windows(train_df, self.layout)
+        return train_df
+
+    def test_rows(self) -> pd.DataFrame:
+        """test.csv, validated."""
+        return read_test_csv(self.layout.test_csv)

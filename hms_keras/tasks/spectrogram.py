@@ -7,17 +7,12 @@ import pandas as pd
 
 from hms_keras import constants
 from hms_keras.data.folds import stratified_spectrogram_folds
+from hms_keras.data.hms import read_spectrogram
 from hms_keras.data.pipeline import make_spectrogram_eval_dataset, make_spectrogram_train_dataset
 from hms_keras.data.preprocess import normalize_spectrogram, spectrogram_window
 from hms_keras.losses import KLDivergenceFromLogits
 from hms_keras.metrics import LOGIT_COLUMNS, softmax, submission_frame
-from hms_keras.tasks.base import Task, baseline_prior, kaggle_score, logits_frame, num_batches
-
-
-def ensemble_probabilities(models, inputs, steps: int | None = None) -> np.ndarray:
-    """(rows, 6): softmax probabilities averaged over models, as the baseline ensembles them.
-    `inputs`: an evaluation dataset of `steps` batches or a (rows, 400, 300, 1) array."""
-    return np.mean([softmax(model.predict(inputs, steps=steps, verbose=0)) for model in models], axis=0)
+from hms_keras.tasks.base import HmsTask, baseline_prior, kaggle_score, logits_frame, num_batches
 
 
 def spectrogram_inputs(values: np.ndarray, offset_seconds: float = 0.0) -> np.ndarray:
@@ -28,7 +23,7 @@ def spectrogram_inputs(values: np.ndarray, offset_seconds: float = 0.0) -> np.nd
     return normalize_spectrogram(spectrogram_window(values, offset_seconds))[None, ..., None]
 
 
-class SpectrogramTask(Task):
+class SpectrogramTask(HmsTask):
     """The ResNet34d baseline's set-up: the first label row of each spectrogram_id, its 600 s
     window, stratified patient-grouped folds (seed 1086), probabilities averaged over models."""
 
@@ -91,5 +86,17 @@ class SpectrogramTask(Task):
         averaged over models (as the baseline's notebook does). Rows in test.csv order."""
         test = self.test_rows()
         dataset, rows = make_spectrogram_eval_dataset(self.layout, test, split="test", batch_size=batch_size)
-        probabilities = ensemble_probabilities(models, dataset, num_batches(rows, batch_size))  # (test rows, 6)
+        probabilities = self.ensemble_probabilities(models, dataset, num_batches(rows, batch_size))  # (rows, 6)
         return submission_frame(rows["eeg_id"], probabilities)
+
+    def ensemble_probabilities(self, models, inputs, steps=None) -> np.ndarray:
+        """(rows, 6): softmax probabilities averaged over models, as the baseline ensembles them.
+        `inputs`: an evaluation dataset of `steps` batches or a (rows, 400, 300, 1) array."""
+        return np.mean([softmax(model.predict(inputs, steps=steps, verbose=0)) for model in models], axis=0)
+
+    def read_recording(self, path) -> np.ndarray:
+        """One Kaggle spectrogram parquet file: (rows, 400) power, one row per 2 s."""
+        return read_spectrogram(path)[1]
+
+    def recording_inputs(self, recording, offset_seconds=0.0) -> np.ndarray:
+        return spectrogram_inputs(recording, offset_seconds)

@@ -9,6 +9,7 @@ import pandas as pd
 from hms_keras import constants
 from hms_keras.data.cache import EegCache, build_eeg_cache
 from hms_keras.data.folds import patient_group_folds
+from hms_keras.data.hms import read_eeg
 from hms_keras.data.labels import PROB_COLUMNS, sample_eval_rows, vote_targets
 from hms_keras.data.pipeline import make_v5_eval_dataset, make_v5_train_dataset
 from hms_keras.data.preprocess import preprocess_eeg
@@ -21,7 +22,7 @@ from hms_keras.metrics import (
     softmax,
     submission_frame,
 )
-from hms_keras.tasks.base import Task, baseline_prior, kaggle_score, logits_frame, num_batches
+from hms_keras.tasks.base import HmsTask, baseline_prior, kaggle_score, logits_frame, num_batches
 
 ROW_SAMPLING_SEED_OFFSET = 127458  # the reference seeds its row sampler with seed + 127458
 
@@ -31,11 +32,6 @@ def head_mean_logits(model: keras.Model, inputs, steps: int | None = None) -> np
     `inputs`: an evaluation dataset of `steps` batches, or an inputs dict of arrays."""
     logits = model.predict(inputs, steps=steps, verbose=0)  # (rows, 2, 6)
     return np.asarray(logits, np.float64).mean(axis=1)
-
-
-def ensemble_probabilities(models, inputs, steps: int | None = None) -> np.ndarray:
-    """(rows, 6) probabilities: head-mean logits averaged over models, then softmax (v5 §7)."""
-    return softmax(np.mean([head_mean_logits(model, inputs, steps) for model in models], axis=0))
 
 
 def eeg_inputs(raw_uv: np.ndarray, offset_seconds: float = 0.0) -> dict[str, np.ndarray]:
@@ -54,7 +50,7 @@ def eeg_inputs(raw_uv: np.ndarray, offset_seconds: float = 0.0) -> dict[str, np.
     return {name: array[None] for name, array in inputs.items()}
 
 
-class V5EegTask(Task):
+class V5EegTask(HmsTask):
     """bilzard's v5 set-up: vote targets of two heads, patient-grouped folds, the EEG cache.
 
     `targets` (one row per train.csv row, its index is the row id used in every logits frame)
@@ -144,5 +140,16 @@ class V5EegTask(Task):
         test = self.test_rows()
         cache = EegCache(build_eeg_cache(self.layout, "test", test["eeg_id"], workers=self.cache_workers))
         dataset, rows = make_v5_eval_dataset(cache, test[["eeg_id"]], batch_size=batch_size)
-        probabilities = ensemble_probabilities(models, dataset, num_batches(rows, batch_size))  # (rows, 6)
+        probabilities = self.ensemble_probabilities(models, dataset, num_batches(rows, batch_size))  # (rows, 6)
         return submission_frame(rows["eeg_id"], probabilities)
+
+    def ensemble_probabilities(self, models, inputs, steps=None) -> np.ndarray:
+        """(rows, 6) probabilities: head-mean logits averaged over models, then softmax (v5 §7)."""
+        return softmax(np.mean([head_mean_logits(model, inputs, steps) for model in models], axis=0))
+
+    def read_recording(self, path) -> np.ndarray:
+        """One EEG parquet file: (time, 20) µV at 200 Hz (`hms.read_eeg`; nulls masked)."""
+        return read_eeg(path)
+
+    def recording_inputs(self, recording, offset_seconds=0.0) -> dict[str, np.ndarray]:
+        return eeg_inputs(recording, offset_seconds)
