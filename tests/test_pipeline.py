@@ -9,7 +9,7 @@ import pandas as pd
 import pytest
 
 from hms_keras import constants
-from hms_keras.data import pipeline, transforms
+from hms_keras.data import montage, pipeline, transforms
 from hms_keras.data.cache import EegCache, build_eeg_cache
 from hms_keras.data.hms import HmsDataError, HmsLayout, read_spectrogram
 from hms_keras.data.labels import sample_eval_rows, vote_targets
@@ -107,7 +107,7 @@ def _front_end_of_row(data, row, gather):
 @pytest.fixture(scope="module")
 def references(data):
     """{(row, "identity" | "swap"): front_end of the row's window, not or L/R-swapped}."""
-    gathers = {"identity": np.arange(19), "swap": transforms.SWAP_INDEX}
+    gathers = {"identity": np.arange(19), "swap": montage.MIRROR_INDEX}
     return {
         (row, name): _front_end_of_row(data, row, gather)
         for row in range(len(data["targets"]))

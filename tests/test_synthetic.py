@@ -1,5 +1,8 @@
 """The synthetic dataset: exact Kaggle layout, realistic structure, learnable class patterns, determinism."""
 
+import subprocess
+import sys
+
 import numpy as np
 import pandas as pd
 import pyarrow.parquet as pq
@@ -348,6 +351,20 @@ def test_same_seed_same_bytes_and_arrays(tmp_path):
     assert arrays_first.keys() == arrays_second.keys()
     for key, array in arrays_first.items():
         np.testing.assert_array_equal(array, arrays_second[key], err_msg=str(key))
+
+
+def test_generating_does_not_import_the_training_pipeline(tmp_path):
+    """The generator shares the montage with the v5 pipeline (`data.montage`) but not Grain."""
+    script = (
+        "import sys\n"
+        "from hms_keras.data import synthetic\n"
+        f"synthetic.generate_dataset({str(tmp_path / 'data')!r}, n_eegs=1, seed=0, n_test_eegs=1, workers=1)\n"
+        "pipeline = ('grain', 'hms_keras.data.pipeline', 'hms_keras.data.transforms')\n"
+        "print(sorted(name for name in sys.modules if name.startswith(pipeline)))\n"
+    )
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, check=True)
+    assert done.stdout.splitlines()[-1] == "[]"
+    assert (tmp_path / "data" / "train.csv").is_file()
 
 
 def test_refuses_a_non_empty_output_folder(tmp_path):

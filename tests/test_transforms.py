@@ -7,7 +7,7 @@ import pytest
 import scipy.signal
 
 from hms_keras import constants
-from hms_keras.data import transforms
+from hms_keras.data import montage, transforms
 
 PROBE = {name: i for i, name in enumerate(constants.EEG_PROBES)}
 
@@ -43,9 +43,9 @@ def test_swap_maps_left_chains_onto_right_chains():
     signal, cqf = _record()
     swapped_signal, swapped_cqf = transforms.swap_left_right(signal, cqf)
     np.testing.assert_array_equal(
-        transforms.bipolar_signal(swapped_signal), _stack_exchanged(transforms.bipolar_signal(signal))
+        montage.bipolar_signal(swapped_signal), _stack_exchanged(montage.bipolar_signal(signal))
     )
-    np.testing.assert_array_equal(transforms.bipolar_mask(swapped_cqf), _stack_exchanged(transforms.bipolar_mask(cqf)))
+    np.testing.assert_array_equal(montage.bipolar_mask(swapped_cqf), _stack_exchanged(montage.bipolar_mask(cqf)))
 
 
 def test_swap_is_an_involution_and_keeps_midline():
@@ -62,9 +62,9 @@ def test_permutation_keeps_left_right_symmetry(seed):
     index = transforms.symmetric_permutation(np.random.default_rng(seed))
     assert sorted(index) == list(range(19))
     # the same pair order on both sides: swapping then permuting == permuting then swapping
-    np.testing.assert_array_equal(index[transforms.SWAP_INDEX], transforms.SWAP_INDEX[index])
-    assert set(index[transforms.MIDLINE]) == set(transforms.MIDLINE)
-    assert set(index[transforms.LEFT_PROBES]) == set(transforms.LEFT_PROBES)
+    np.testing.assert_array_equal(index[montage.MIRROR_INDEX], montage.MIRROR_INDEX[index])
+    assert set(index[montage.MIDLINE]) == set(montage.MIDLINE)
+    assert set(index[montage.LEFT_PROBES]) == set(montage.LEFT_PROBES)
 
 
 def test_permutation_moves_signal_and_cqf_together():
@@ -80,7 +80,7 @@ def test_permutation_moves_signal_and_cqf_together():
 def test_permutations_cover_both_groups():
     rng = np.random.default_rng(0)
     indices = np.stack([transforms.symmetric_permutation(rng) for _ in range(200)])  # (200, 19)
-    for group in (transforms.LEFT_PROBES, transforms.MIDLINE):
+    for group in (montage.LEFT_PROBES, montage.MIDLINE):
         # every probe of the group lands on every position of the group at some draw
         assert all(len(set(indices[:, p])) == len(group) for p in group)
 
@@ -125,7 +125,7 @@ def test_augment_probabilities():
 
 def test_bipolar_signal_and_mask_follow_the_pairs():
     signal, cqf = _record()
-    eeg, mask = transforms.bipolar_signal(signal), transforms.bipolar_mask(cqf)
+    eeg, mask = montage.bipolar_signal(signal), montage.bipolar_mask(cqf)
     assert eeg.shape == mask.shape == (2048, 18)
     for channel, (anode, cathode) in enumerate(constants.BIPOLAR_PAIRS):
         np.testing.assert_array_equal(eeg[:, channel], signal[:, PROBE[anode]] - signal[:, PROBE[cathode]])
@@ -149,7 +149,7 @@ def test_front_end_equals_full_filter_then_crop():
     signal, cqf = _record()
     signal = signal * 8.0  # big enough to clip
     inputs = transforms.front_end(signal, cqf)
-    eeg, mask = transforms.bipolar_signal(signal), transforms.bipolar_mask(cqf)
+    eeg, mask = montage.bipolar_signal(signal), montage.bipolar_mask(cqf)
     b, a = constants.HIGHPASS_B, constants.HIGHPASS_A
     expected = np.clip(scipy.signal.lfilter(b, a, eeg, axis=0), -1, 1)[744:1256]  # all 2048 frames
     assert inputs["eeg"].shape == inputs["mask"].shape == (512, 18)

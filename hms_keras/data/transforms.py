@@ -14,30 +14,13 @@ import numpy as np
 import scipy.signal
 
 from hms_keras import constants
-
-_PROBE = {name: i for i, name in enumerate(constants.EEG_PROBES)}
-ANODES = np.array([_PROBE[a] for a, _ in constants.BIPOLAR_PAIRS])  # (18,) probe index
-CATHODES = np.array([_PROBE[c] for _, c in constants.BIPOLAR_PAIRS])  # (18,) probe index
-LEFT_PROBES = np.array([_PROBE[left] for left, _ in constants.MIRROR_PROBE_PAIRS])  # (8,)
-RIGHT_PROBES = np.array([_PROBE[right] for _, right in constants.MIRROR_PROBE_PAIRS])  # (8,)
-MIDLINE = np.array([_PROBE[name] for name in constants.MIDLINE_PROBES])  # (3,)
+from hms_keras.data.montage import LEFT_PROBES, MIDLINE, MIRROR_INDEX, RIGHT_PROBES, bipolar_mask, bipolar_signal
 
 P_SWAP = 0.5
 P_PERMUTE = 0.3
 P_CUTOUT = 0.3
 CUTOUT_COUNT = 4
 CUTOUT_MAX_FRAMES = 128
-
-
-def _swap_index() -> np.ndarray:
-    """(19,) gather index that exchanges every left probe with its right mirror."""
-    index = np.arange(len(constants.EEG_PROBES))
-    index[LEFT_PROBES] = RIGHT_PROBES
-    index[RIGHT_PROBES] = LEFT_PROBES
-    return index
-
-
-SWAP_INDEX = _swap_index()
 
 
 def pad_window(window: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -57,7 +40,7 @@ def pad_window(window: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
 
 def swap_left_right(signal: np.ndarray, cqf: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """Exchange the 8 left/right mirror probe pairs in signal and CQF, both (time, 19)."""
-    return signal[:, SWAP_INDEX], cqf[:, SWAP_INDEX]
+    return signal[:, MIRROR_INDEX], cqf[:, MIRROR_INDEX]
 
 
 def symmetric_permutation(rng: np.random.Generator) -> np.ndarray:
@@ -108,18 +91,6 @@ def augment_monopolar(
     if rng.random() < P_CUTOUT:
         signal = cutout(signal, rng)
     return signal, cqf
-
-
-def bipolar_signal(signal: np.ndarray) -> np.ndarray:
-    """Double-banana montage: signal (time, 19) mV -> anode - cathode (time, 18) mV, channels in
-    BIPOLAR_PAIRS order."""
-    return signal[:, ANODES] - signal[:, CATHODES]
-
-
-def bipolar_mask(cqf: np.ndarray) -> np.ndarray:
-    """Soft quality mask of each bipolar channel: CQF (time, 19) -> CQF[anode] * CQF[cathode]
-    (time, 18), channels in BIPOLAR_PAIRS order."""
-    return cqf[:, ANODES] * cqf[:, CATHODES]
 
 
 def highpass_clip(eeg: np.ndarray) -> np.ndarray:

@@ -8,7 +8,7 @@ import scipy.signal
 from numpy.lib.stride_tricks import sliding_window_view
 
 from hms_keras import constants
-from hms_keras.data import transforms
+from hms_keras.data import montage
 from hms_keras.data.synthetic.plan import MARGIN_S, EegFile, Segment, Session
 
 FS = constants.RAW_SAMPLING_RATE_HZ  # 200 Hz
@@ -27,9 +27,6 @@ _PROBE_XY = np.array([
     (0.30, 0.95), (0.40, 0.50), (0.50, 0.00), (0.40, -0.50),  # Fp2 F4 C4 P4
     (0.80, 0.60), (1.00, 0.00), (0.80, -0.60), (0.30, -0.95),  # F8 T4 T6 O2
 ])
-# Index of each probe's left/right mirror image (Fz, Cz, Pz map to themselves).
-_MIRROR_NAME = {**dict(constants.MIRROR_PROBE_PAIRS), **{b: a for a, b in constants.MIRROR_PROBE_PAIRS}}
-_MIRROR_PROBE = np.array([constants.EEG_PROBES.index(_MIRROR_NAME.get(name, name)) for name in constants.EEG_PROBES])
 _SPLIT_STREAM = {"train": 1, "test": 2}  # seeds each split's per-session render generators apart
 
 
@@ -113,7 +110,7 @@ def _field(rng, side: int) -> np.ndarray:
     the pattern shows on every bipolar pair inside its field.
     """
     jitter = rng.uniform(0.6, 1.0, NUM_PROBES)
-    jitter = np.minimum(jitter, jitter[_MIRROR_PROBE])
+    jitter = np.minimum(jitter, jitter[montage.MIRROR_INDEX])
     if side:
         focus = np.array([side * rng.uniform(0.5, 1.0), rng.uniform(-0.6, 0.6)])
         return jitter * _gaussian_field(focus, rng.uniform(0.35, 0.5), rng.uniform(0.6, 0.9))
@@ -359,7 +356,7 @@ def _spectrogram(signal: np.ndarray, n_rows: int) -> np.ndarray:
     NaN gives NaN.
     """
     pairs = [pair for chain in constants.SPECTROGRAM_CHAINS for pair in constants.SPECTROGRAM_CHAIN_PAIRS[chain]]
-    bipolar = transforms.bipolar_signal(signal[:, :NUM_PROBES])[:, pairs]  # (samples, 16) µV
+    bipolar = montage.bipolar_signal(signal[:, :NUM_PROBES])[:, pairs]  # (samples, 16) µV
     first = (MARGIN_S + 1) * FS - SPEC_FRAME // 2
     frames = sliding_window_view(bipolar, SPEC_FRAME, axis=0)[first::SPEC_HOP][:n_rows]  # (rows, 16, 1024)
     window = scipy.signal.get_window("hann", SPEC_FRAME).astype(np.float32)  # periodic Hann
