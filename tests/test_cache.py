@@ -2,6 +2,7 @@
 
 import json
 import logging
+import os
 import pickle
 import signal
 import subprocess
@@ -157,6 +158,59 @@ def test_stale_manifest_clears_and_rebuilds(layout, tmp_path, caplog):
     assert sorted(after) == ["1.npy"]  # 2.npy was cleared with the stale cache
     assert after["1.npy"] != before["1.npy"]  # rebuilt
     assert json.loads(manifest_path.read_text())["parameters"]["cqf_top_k"] == 3
+
+
+def test_each_array_records_its_source_file(layout, tmp_path):
+    cache_dir = build_eeg_cache(layout, "train", [1, 2], cache_dir=tmp_path / "cache", workers=1)
+    for eeg_id in (1, 2):
+        record = json.loads((cache_dir / f"{eeg_id}.source.json").read_text())
+        stat = layout.eeg_path("train", eeg_id).stat()
+        assert record["source"] == {"file": f"{eeg_id}.parquet", "size": stat.st_size, "mtime_ns": stat.st_mtime_ns}
+        assert record["version"] == cache.CACHE_VERSION and len(record["preprocessing"]) == 16
+
+
+def test_a_changed_source_file_is_rebuilt_and_named(tmp_path, caplog):
+    data_dir = tmp_path / "data"
+    for eeg_id in (1, 2, 3):
+        write_eeg(data_dir, eeg_id, seed=eeg_id, split="test")
+    layout = HmsLayout(data_dir)
+    cache_dir = build_eeg_cache(layout, "test", [1, 2, 3], cache_dir=tmp_path / "cache", workers=1)
+    before = file_ids(cache_dir)
+    old_window = EegCache(cache_dir).window(2, 0, 2000)
+
+    replaced = write_eeg(data_dir, 2, rows=12_000, seed=99, split="test")  # same eeg_id, other data
+    touched = layout.eeg_path("test", 3)
+    os.utime(touched, ns=(touched.stat().st_atime_ns, touched.stat().st_mtime_ns + 10**9))  # same bytes, newer
+    with caplog.at_level(logging.WARNING, logger="hms_keras.data.cache"):
+        build_eeg_cache(layout, "test", [1, 2, 3], cache_dir=cache_dir, workers=1)
+    assert "2 source file(s) changed" in caplog.text
+    assert str(replaced) in caplog.text and str(touched) in caplog.text
+    assert str(layout.eeg_path("test", 1)) not in caplog.text
+    after = file_ids(cache_dir)
+    assert after["1.npy"] == before["1.npy"]  # unchanged source: not rewritten
+    assert after["2.npy"] != before["2.npy"] and after["3.npy"] != before["3.npy"]
+
+    signal, cqf = preprocess_eeg(read_eeg(replaced))  # (2400, 19) each
+    new_window = EegCache(cache_dir).window(2, 0, 2000)
+    np.testing.assert_array_equal(new_window, np.stack([signal, cqf], axis=1)[:2000].astype(np.float32))
+    assert not np.array_equal(new_window, old_window)
+    assert EegCache(cache_dir).num_frames(2) == 2400
+
+    caplog.clear()
+    with caplog.at_level(logging.WARNING, logger="hms_keras.data.cache"):
+        build_eeg_cache(layout, "test", [1, 2, 3], cache_dir=cache_dir, workers=1)
+    assert caplog.text == "" and file_ids(cache_dir) == after  # up to date now
+
+
+def test_a_source_that_went_bad_leaves_no_stale_array(layout, tmp_path):
+    cache_dir = build_eeg_cache(layout, "train", [1, 2], cache_dir=tmp_path / "cache", workers=1)
+    bad = layout.eeg_path("train", 2)
+    bad.write_bytes(b"not a parquet file")
+    with pytest.raises(HmsDataError, match=f"{bad}: not a readable parquet file"):
+        build_eeg_cache(layout, "train", [1, 2], cache_dir=cache_dir, workers=1)
+    assert sorted(file_ids(cache_dir)) == ["1.npy"]
+    with pytest.raises(HmsDataError, match="not in the EEG cache"):
+        EegCache(cache_dir).window(2, 0, 2000)
 
 
 def test_cache_files_without_manifest_are_stale(layout, tmp_path, caplog):

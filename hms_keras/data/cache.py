@@ -7,9 +7,21 @@ the preprocessing parameters and the source (data folder, split). Every file is 
 temporary name in the same folder and renamed into place, so a killed build never leaves a
 partial `<eeg_id>.npy` behind and the next build only does what is missing.
 
+Next to each array, `<eeg_id>.source.json` records what it was made from: the source parquet's
+name, size (bytes) and modification time (ns), the cache version and a digest of the
+preprocessing parameters. It is written after the array and removed before a rebuild, so an
+array counts as cached only while its record matches the source file as it is now. Every build
+re-checks all records (one `stat` per source file: about a second for the 17k training EEGs) and
+rebuilds, with a warning naming the files, each recording whose source changed. Size and mtime
+rather than a content hash: a hash would read the whole dataset (tens of GB) on every build to
+learn that nothing changed, while any rewrite of a file (new download, copy, regeneration) gives
+it a new mtime. Not noticed: a different file of the same size put in place with its mtime kept
+(`cp -p`, `rsync -t`, `touch -r`); delete the cache folder after such a swap.
+
 Run at most one build per cache folder at a time: a build deletes the temporary files it finds.
 """
 
+import hashlib
 import json
 import logging
 import multiprocessing
@@ -27,10 +39,13 @@ from hms_keras.data.preprocess import PREPROCESS_PARAMETERS, preprocess_eeg
 
 logger = logging.getLogger(__name__)
 
-CACHE_VERSION = 2  # 2: parquet nulls interpolated, NaN values no longer (v1 did both)
+CACHE_VERSION = 3  # 3: a <eeg_id>.source.json record per array; 2: parquet nulls interpolated, NaN values no longer
 MANIFEST_NAME = "manifest.json"
 ARRAY_LAYOUT = "(frames, 2, 19) float16, 40 Hz; [:, 0] = probes in mV, [:, 1] = CQF"
+RECORD_SUFFIX = ".source.json"
 _TMP_SUFFIX = ".tmp"
+# Source files whose rebuild warning names them one by one; more are counted.
+_MAX_NAMED_FILES = 20
 
 
 # Spawned workers take seconds to start (imports); below this many recordings each they lose.
@@ -47,6 +62,36 @@ def _format_manifest() -> dict:
     return json.loads(
         json.dumps({"version": CACHE_VERSION, "layout": ARRAY_LAYOUT, "parameters": PREPROCESS_PARAMETERS})
     )
+
+
+def _preprocessing_digest() -> str:
+    """16 hex digits identifying `_format_manifest()` (cache version, array layout, parameters)."""
+    return hashlib.sha1(json.dumps(_format_manifest(), sort_keys=True).encode()).hexdigest()[:16]
+
+
+def _record_path(out_path: Path) -> Path:
+    """`<eeg_id>.source.json` next to the cached array `<eeg_id>.npy`."""
+    return out_path.with_name(out_path.stem + RECORD_SUFFIX)
+
+
+def _source_record(eeg_path: Path, preprocessing: str) -> dict:
+    """What an array made now from `eeg_path` is made from: the file's name, size (bytes) and
+    mtime (ns), the cache version and `preprocessing` (`_preprocessing_digest()`). Raises
+    FileNotFoundError when the file is missing."""
+    stat = eeg_path.stat()
+    return {
+        "version": CACHE_VERSION,
+        "preprocessing": preprocessing,
+        "source": {"file": eeg_path.name, "size": stat.st_size, "mtime_ns": stat.st_mtime_ns},
+    }
+
+
+def _read_record(record_path: Path) -> dict | None:
+    """A stored source record, or None when it is missing or unreadable."""
+    try:
+        return json.loads(record_path.read_text())
+    except (FileNotFoundError, json.JSONDecodeError):
+        return None
 
 
 def _expected_manifest(layout: HmsLayout, split: str) -> dict:
@@ -74,7 +119,13 @@ def _write_atomically(path: Path, write) -> None:
 
 
 def _cache_one(eeg_path: Path, out_path: Path) -> None:
-    """Read, preprocess and store one recording (runs in a worker process or in-process)."""
+    """Read, preprocess and store one recording, then its source record (runs in a worker process
+    or in-process). The record is taken before the read: a file that changes during the read
+    no longer matches it, so the next build redoes it."""
+    try:
+        record = _source_record(eeg_path, _preprocessing_digest())
+    except FileNotFoundError as err:
+        raise HmsDataError(f"{eeg_path}: file not found") from err
     raw = read_eeg(eeg_path)  # (time, 20) float32 µV, 200 Hz, masked at parquet nulls
     try:
         signal, cqf = preprocess_eeg(raw)  # (frames, 19) float16 each
@@ -82,11 +133,15 @@ def _cache_one(eeg_path: Path, out_path: Path) -> None:
         raise HmsDataError(f"{eeg_path}: cannot preprocess: {err}") from err
     stacked = np.stack([signal, cqf], axis=1)  # (frames, 2, 19) float16
     _write_atomically(out_path, lambda handle: np.save(handle, stacked))
+    encoded = json.dumps(record).encode()
+    _write_atomically(_record_path(out_path), lambda handle: handle.write(encoded))
 
 
 def _clear(cache_dir: Path) -> None:
-    """Delete the cache's own files: cached arrays, temporary files, the manifest."""
+    """Delete the cache's own files: cached arrays and their records, temporary files, the manifest."""
     for path in cache_dir.glob("*.npy"):
+        path.unlink()
+    for path in cache_dir.glob(f"*{RECORD_SUFFIX}"):
         path.unlink()
     for path in cache_dir.glob(f".*{_TMP_SUFFIX}"):
         path.unlink()
@@ -100,9 +155,11 @@ def build_eeg_cache(layout: HmsLayout, split: str, eeg_ids, cache_dir=None, work
     fine). cache_dir defaults to `paths.data_cache_dir(layout.data_dir, "v5_eeg/<split>")`.
     workers > 1 runs that many spawned processes; workers <= 1 works in this process.
 
-    Resumable: recordings whose `<eeg_id>.npy` exists are skipped, so re-running after an
-    interruption finishes only the rest. A manifest written with other parameters, cache
-    version or source marks the whole cache stale: it is cleared (and logged) and rebuilt.
+    Resumable: recordings whose `<eeg_id>.npy` exists with a record matching the source file are
+    skipped, so re-running after an interruption finishes only the rest; a recording whose source
+    file changed (size or mtime) since it was cached is rebuilt, with a warning naming the files.
+    A manifest written with other parameters, cache version or source marks the whole cache
+    stale: it is cleared (and logged) and rebuilt.
     Raises HmsDataError naming the file when a recording is malformed; files finished before
     that stay in place.
     """
@@ -127,11 +184,14 @@ def build_eeg_cache(layout: HmsLayout, split: str, eeg_ids, cache_dir=None, work
         path.unlink()  # left behind by a killed build
 
     unique_ids = dict.fromkeys(int(eeg_id) for eeg_id in eeg_ids)
-    jobs = [
-        (layout.eeg_path(split, eeg_id), cache_dir / f"{eeg_id}.npy")
-        for eeg_id in unique_ids
-        if not (cache_dir / f"{eeg_id}.npy").exists()
-    ]
+    jobs, changed = _outdated_or_missing(layout, split, unique_ids, cache_dir)
+    if changed:
+        more = f" and {len(changed) - _MAX_NAMED_FILES} more" if len(changed) > _MAX_NAMED_FILES else ""
+        logger.warning(
+            "EEG cache %s: %d source file(s) changed since they were cached, rebuilding them: %s%s",
+            cache_dir, len(changed), ", ".join(str(path) for path in changed[:_MAX_NAMED_FILES]), more,
+        )
+    jobs = list(jobs.values())
     logger.info("EEG cache %s: %d of %d recordings to preprocess", cache_dir, len(jobs), len(unique_ids))
     with tqdm(total=len(jobs), desc=f"v5 EEG cache ({split})", unit="eeg") as progress:
         if workers <= 1 or len(jobs) < MIN_JOBS_PER_WORKER * workers:
@@ -141,6 +201,37 @@ def build_eeg_cache(layout: HmsLayout, split: str, eeg_ids, cache_dir=None, work
         else:
             _run_in_processes(jobs, workers, progress)
     return cache_dir
+
+
+def _outdated_or_missing(layout: HmsLayout, split: str, eeg_ids, cache_dir: Path) -> tuple[dict, list[Path]]:
+    """The recordings to (re)build and the source files among them that changed since they were cached.
+
+    Returns ({eeg_id: (source parquet, cached array path)}, [changed source parquet]). A recording is
+    up to date when its array and its record exist and the record equals `_source_record` of its
+    source file now. The arrays and records of the others are deleted here (record first), so no
+    stale array stays readable through `EegCache`, even when its rebuild fails.
+    """
+    preprocessing = _preprocessing_digest()
+    present = set(os.listdir(cache_dir))  # one listing instead of two `exists` per recording
+    jobs, changed = {}, []
+    for eeg_id in eeg_ids:
+        eeg_path, out_path = layout.eeg_path(split, eeg_id), cache_dir / f"{eeg_id}.npy"
+        record_path = _record_path(out_path)
+        if out_path.name in present and record_path.name in present:
+            try:
+                current = _source_record(eeg_path, preprocessing)
+            except FileNotFoundError:
+                current = None  # the build reports it when it reads the file
+            stored = _read_record(record_path)
+            if stored == current:
+                continue
+            if current is not None and stored is not None and stored.get("source") != current["source"]:
+                changed.append(eeg_path)
+        if out_path.name in present or record_path.name in present:
+            record_path.unlink(missing_ok=True)
+            out_path.unlink(missing_ok=True)
+        jobs[eeg_id] = (eeg_path, out_path)
+    return jobs, changed
 
 
 def _run_in_processes(jobs, workers: int, progress) -> None:
