@@ -48,14 +48,15 @@ MODEL_NAMES = ("v5_eeg_dual_effnet1d", "spec_resnet34d")
 def random_batch(model_name, batch_size, rng):
     """A random `(inputs, targets)` batch in the layout of `model_name`'s task."""
     if model_name == "v5_eeg_dual_effnet1d":
+        from hms_keras.target_layout import pack
+
         inputs = {
             "eeg": rng.uniform(-1, 1, (batch_size, 512, 18)).astype("float32"),  # (batch, time, channels) mV
             "mask": rng.uniform(0.3, 1, (batch_size, 512, 18)).astype("float32"),
         }
         probs = rng.dirichlet(np.ones(6), (batch_size, 2))  # (batch, heads, classes)
-        weight = rng.uniform(0.1, 1, (batch_size, 2, 1))
-        targets = np.concatenate([probs, weight, np.zeros((batch_size, 2, 1))], axis=-1).astype("float32")
-        return inputs, targets
+        weight = rng.uniform(0.1, 1, (batch_size, 2))  # (batch, heads)
+        return inputs, pack(probs, weight)  # threshold 0
     inputs = {"spectrogram": rng.standard_normal((batch_size, 400, 300, 1)).astype("float32")}
     return inputs, rng.dirichlet(np.ones(6), batch_size).astype("float32")
 

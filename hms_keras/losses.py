@@ -3,7 +3,7 @@
 import keras
 from keras import ops
 
-from hms_keras import constants
+from hms_keras import target_layout
 
 
 def kl_from_logits(probs, logits):
@@ -38,9 +38,9 @@ class KLDivergenceFromLogits(keras.losses.Loss):
 class VoteWeightedKLDivergence(keras.losses.Loss):
     """The v5 two-head loss: vote-weighted KL, normalised by the kept weight, min-weight filter.
 
-    `y_true` `(batch, heads=2, 8)`: `[..., :6]` class probabilities, `[..., 6]` the sample weight
-    (votes / 28) of that head's label, `[..., 7]` the min-weight threshold in force (0 keeps all).
-    `y_pred` `(batch, 2, 6)` logits. With KL_bk the KL of head k of sample b, w_bk its weight and
+    `y_true` `(batch, heads=2, 8)` in the `target_layout` layout: per head the class probabilities,
+    the sample weight (votes / 28) of that head's label and the min-weight threshold in force (0
+    keeps all). `y_pred` `(batch, 2, 6)` logits. With KL_bk the KL of head k of sample b, w_bk its weight and
     m_b = [w_b0 >= threshold_b] (spec v5 §6):
 
         loss = sum_b m_b * mean_k(w_bk * KL_bk) / mean_k(sum_b m_b * w_bk)
@@ -65,9 +65,7 @@ class VoteWeightedKLDivergence(keras.losses.Loss):
     def call(self, y_true, y_pred):
         y_true = ops.cast(y_true, "float32")  # (batch, 2, 8)
         y_pred = ops.cast(y_pred, "float32")  # (batch, 2, 6)
-        probs = y_true[..., : constants.NUM_CLASSES]  # (batch, 2, 6)
-        weight = y_true[..., constants.NUM_CLASSES]  # (batch, 2)
-        threshold = y_true[:, 0, constants.NUM_CLASSES + 1]  # (batch,)
+        probs, weight, threshold = target_layout.unpack(y_true)  # (batch, 2, 6), (batch, 2), (batch,)
         kept = ops.cast(weight[:, 0] >= threshold, "float32")  # (batch,)
         per_sample = ops.mean(weight * kl_from_logits(probs, y_pred), axis=-1)  # (batch,)
         normaliser = ops.mean(ops.sum(kept[:, None] * weight, axis=0))  # ()

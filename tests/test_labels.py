@@ -6,7 +6,7 @@ import pytest
 
 from hms_keras import constants
 from hms_keras.data.hms import HmsDataError
-from hms_keras.data.labels import PROB_COLUMNS, PROB_PER_EEG_COLUMNS, sample_eval_rows, vote_targets
+from hms_keras.data.labels import PROB_COLUMNS, PROB_PER_EEG_COLUMNS, sample_eval_rows, v5_targets, vote_targets
 
 
 def votes_frame(eeg_ids, votes, index=None) -> pd.DataFrame:
@@ -43,6 +43,18 @@ def test_vote_targets_rejects_rows_without_votes():
         vote_targets(votes_frame([1, 2], [[1, 0, 0, 0, 0, 0], [0, 0, 0, 0, 0, 0]]))
     with pytest.raises(HmsDataError, match="train_df: missing column.*'other_vote'"):
         vote_targets(votes_frame([1], [[1, 0, 0, 0, 0, 0]]).drop(columns="other_vote"))
+
+
+def test_v5_targets_put_the_row_in_head_0_and_the_eeg_in_head_1():
+    targets = vote_targets(votes_frame([7, 9, 7], [[3, 0, 0, 0, 0, 0], [0, 0, 0, 0, 14, 14], [1, 1, 0, 0, 0, 0]]))
+    y = v5_targets(targets)
+    assert y.shape == (3, 2, 8) and y.dtype == np.float32
+    np.testing.assert_allclose(y[:, 0, :6], targets[list(PROB_COLUMNS)].to_numpy(), rtol=1e-7)
+    np.testing.assert_allclose(y[:, 1, :6], targets[list(PROB_PER_EEG_COLUMNS)].to_numpy(), rtol=1e-7)
+    np.testing.assert_allclose(y[:, :, 6], targets[["weight", "weight_per_eeg"]].to_numpy(), rtol=1e-7)
+    assert not y[:, :, 7].any()  # no threshold yet
+    with pytest.raises(HmsDataError, match="targets: missing column.*'weight_per_eeg'"):
+        v5_targets(targets.drop(columns="weight_per_eeg"))
 
 
 def test_sample_eval_rows_picks_up_to_three_rows_per_eeg():

@@ -12,7 +12,7 @@ from hms_keras import constants
 from hms_keras.data import montage, pipeline, transforms
 from hms_keras.data.cache import EegCache, build_eeg_cache
 from hms_keras.data.hms import HmsDataError, HmsLayout, read_spectrogram
-from hms_keras.data.labels import sample_eval_rows, vote_targets
+from hms_keras.data.labels import sample_eval_rows, v5_targets, vote_targets
 from hms_keras.data.preprocess import normalize_spectrogram, spectrogram_window
 
 N_TRAIN_EEGS = 12
@@ -168,7 +168,7 @@ def test_augmentations_inside_the_pipeline(data, references):
     """Batches whose y are exact label rows had no cutmix; their samples are the front end of
     that row's window, unchanged, L/R-swapped or permuted, with cut-outs visible only in eeg."""
     targets = data["targets"]
-    row_y = pipeline.v5_targets(targets)[:, :, :7].reshape(len(targets), -1)  # (rows, 14)
+    row_y = v5_targets(targets)[:, :, :7].reshape(len(targets), -1)  # (rows, 14)
     kinds, cutmix_batches, n_batches = [], 0, 0
     dataset, _ = _train(data, epochs=40)
     for inputs, y in dataset:
@@ -222,7 +222,7 @@ def test_cutmix_inside_the_pipeline_mixes_reversed_partners(data, references):
     """In every batch the labels are λ-mixtures of two rows for pairs (i, B-1-i), one λ per
     batch; where both samples were not channel-permuted the mask shows one segment of
     int(512 (1 - λ)) frames taken from the partner."""
-    row_y = pipeline.v5_targets(data["targets"])[:, :, :7].reshape(len(data["targets"]), -1)  # (rows, 14)
+    row_y = v5_targets(data["targets"])[:, :, :7].reshape(len(data["targets"]), -1)  # (rows, 14)
     gathers = ("identity", "swap")
     explained = checked = 0
     for inputs, y in _train(data, epochs=20)[0]:
@@ -316,7 +316,7 @@ def test_eval_dataset_is_the_unaugmented_front_end_in_row_order(data, references
     y = np.concatenate([y for _, y in batches])  # (rows, 2, 8)
     for i, row in enumerate(order["row"]):
         np.testing.assert_array_equal(eeg[i], references[row, "identity"]["eeg"])
-    np.testing.assert_array_equal(y, pipeline.v5_targets(data["targets"].loc[order["row"]]))
+    np.testing.assert_array_equal(y, v5_targets(data["targets"].loc[order["row"]]))
     assert not y[..., 7].any()
     _assert_batches_equal(batches, list(dataset))  # deterministic on a second pass
 

@@ -2,19 +2,18 @@
 the input pipeline (spec v5 §10.7).
 
 A batch is `(inputs, y)`: inputs {"eeg": (B, time, 18) float32 mV, "mask": (B, time, 18)
-float32}, y (B, 2, 8) float32 = per head [6 class probabilities, sample weight, min-weight
-threshold]. Sample i takes one time segment of sample B-1-i (the batch reversed) and the
-probabilities and weights of both heads mix with λ; the threshold column is left alone.
+float32}, y (B, 2, 8) float32 in the `target_layout` layout. Sample i takes one time segment of
+sample B-1-i (the batch reversed) and the probabilities and weights of both heads mix with λ;
+the threshold column is left alone.
 """
 
 import grain
 import numpy as np
 
-from hms_keras import constants
+from hms_keras.target_layout import MIXED
 
 P_CUTMIX = 0.5
 BETA_ALPHA = 0.2
-MIXED_TARGET_COLUMNS = slice(0, constants.NUM_CLASSES + 1)  # probabilities + weight
 
 
 def cutmix_batch(
@@ -31,8 +30,8 @@ def cutmix_batch(
         x[:, start : start + length] = inputs[name][::-1, start : start + length]
         mixed_inputs[name] = x
     mixed_y = y.copy()  # (B, heads, 8)
-    own, partner = y[..., MIXED_TARGET_COLUMNS], y[::-1, :, MIXED_TARGET_COLUMNS]  # (B, heads, 7)
-    mixed_y[..., MIXED_TARGET_COLUMNS] = lam * own + (1.0 - lam) * partner
+    own, partner = y[..., MIXED], y[::-1, :, MIXED]  # (B, heads, 7)
+    mixed_y[..., MIXED] = lam * own + (1.0 - lam) * partner
     return mixed_inputs, mixed_y
 
 

@@ -1,4 +1,4 @@
-"""Vote targets and sample weights of the v5 recipe, and the reproducible evaluation row sample.
+"""Vote targets and sample weights of the v5 recipe, their y arrays, and the reproducible evaluation row sample.
 
 Spec: `shared/spec/v5_eeg_model.md` §2 (two heads: row-level and per-EEG pooled labels) and §7.
 """
@@ -8,9 +8,11 @@ import pandas as pd
 
 from hms_keras import constants
 from hms_keras.data.hms import HmsDataError, require_columns
+from hms_keras.target_layout import pack
 
 PROB_COLUMNS = tuple(f"{name}_prob" for name in constants.CLASSES)
 PROB_PER_EEG_COLUMNS = tuple(f"{name}_prob_per_eeg" for name in constants.CLASSES)
+TARGET_COLUMNS = (*PROB_COLUMNS, "weight", *PROB_PER_EEG_COLUMNS, "weight_per_eeg")  # what v5_targets reads
 
 
 def vote_targets(train_df: pd.DataFrame) -> pd.DataFrame:
@@ -39,6 +41,16 @@ def vote_targets(train_df: pd.DataFrame) -> pd.DataFrame:
     targets[list(PROB_PER_EEG_COLUMNS)] = (eeg_votes / eeg_totals[:, None])[codes]
     targets["weight_per_eeg"] = (eeg_totals / eeg_rows / constants.MAX_VOTES)[codes]
     return targets
+
+
+def v5_targets(targets: pd.DataFrame) -> np.ndarray:
+    """(rows, 2, 8) float32 y of each label row (`target_layout`): head 0 the row's probabilities
+    and `weight`, head 1 its EEG's pooled probabilities and `weight_per_eeg`, threshold 0.
+    `targets`: rows with the `vote_targets` columns (spec v5 §2)."""
+    require_columns(targets, TARGET_COLUMNS, "targets")
+    row, per_eeg = targets[list(PROB_COLUMNS)].to_numpy(), targets[list(PROB_PER_EEG_COLUMNS)].to_numpy()
+    probabilities = np.stack([row, per_eeg], axis=1)  # (rows, 2, 6)
+    return pack(probabilities, targets[["weight", "weight_per_eeg"]].to_numpy())  # (rows, 2, 8)
 
 
 def sample_eval_rows(targets: pd.DataFrame, rows_per_eeg: int = 3, seed: int = 123) -> pd.DataFrame:

@@ -9,9 +9,8 @@ Every random step draws from the generator Grain derives from (seed, step, index
 item or batch reproduces from (seed, epoch, index), with or without worker processes.
 
 Batches are `(inputs, y)`: inputs {"eeg": (B, 512, 18) float32 mV, "mask": (B, 512, 18)
-float32} (time, bipolar channels in constants.BIPOLAR_PAIRS order); y (B, 2, 8) float32, per
-head (0 = row label, 1 = pooled per-EEG label) [6 class probabilities, sample weight,
-min-weight threshold]. Spectrogram batches: (B, 400, 300, 1) float32 images and y (B, 6).
+float32} (time, bipolar channels in constants.BIPOLAR_PAIRS order); y (B, 2, 8) float32 in the
+`target_layout` layout. Spectrogram batches: (B, 400, 300, 1) float32 images and y (B, 6).
 
 Evaluation datasets are not shuffled or augmented and keep the last, partial batch: sample i
 of the concatenated `model.predict` output belongs to row i of the rows table they return.
@@ -21,36 +20,25 @@ from collections.abc import Sequence
 
 import grain
 import numpy as np
-from absl import flags
 import pandas as pd
+from absl import flags
 from tqdm import tqdm
 
 from hms_keras import constants
 from hms_keras.data.cache import EegCache
 from hms_keras.data.cutmix import CutMix
-from hms_keras.data.hms import HmsDataError, HmsLayout, read_spectrogram, require_columns
-from hms_keras.data.labels import PROB_COLUMNS, PROB_PER_EEG_COLUMNS
+from hms_keras.data.hms import HmsDataError, HmsLayout, read_spectrogram
+from hms_keras.data.labels import TARGET_COLUMNS, v5_targets
 from hms_keras.data.preprocess import normalize_spectrogram, spectrogram_window
 from hms_keras.data.transforms import AugmentMonopolar, V5FrontEnd, pad_window
+from hms_keras.target_layout import with_threshold
 
-TARGET_COLUMNS = (*PROB_COLUMNS, "weight", *PROB_PER_EEG_COLUMNS, "weight_per_eeg")
-THRESHOLD_COLUMN = constants.NUM_CLASSES + 1
 # Background threads per process that prepare batches ahead of the consumer.
 READ_THREADS = 2
 PREFETCH_BATCHES = 4
 
 
 # --- pure functions ------------------------------------------------------------------------
-
-
-def v5_targets(targets: pd.DataFrame) -> np.ndarray:
-    """(rows, 2, 8) float32 y of each label row: [row probs, weight, 0] and [per-EEG probs,
-    weight_per_eeg, 0]; columns of `labels.vote_targets` (spec v5 §2)."""
-    require_columns(targets, TARGET_COLUMNS, "targets")
-    y = np.zeros((len(targets), 2, THRESHOLD_COLUMN + 1), np.float32)  # (rows, 2, 8)
-    y[:, 0, :THRESHOLD_COLUMN] = targets[[*PROB_COLUMNS, "weight"]].to_numpy()
-    y[:, 1, :THRESHOLD_COLUMN] = targets[[*PROB_PER_EEG_COLUMNS, "weight_per_eeg"]].to_numpy()
-    return y
 
 
 def window_start_frames(rows: pd.DataFrame) -> np.ndarray:
@@ -72,13 +60,6 @@ def rows_by_eeg(eeg_ids: np.ndarray) -> list[np.ndarray]:
 def draw_row(rows: np.ndarray, rng: np.random.Generator) -> int:
     """One row position drawn uniformly from `rows`."""
     return int(rows[rng.integers(len(rows))])
-
-
-def with_threshold(y: np.ndarray, threshold: float) -> np.ndarray:
-    """Copy of y (B, heads, 8) with the min-weight threshold column set to `threshold`."""
-    y = y.copy()
-    y[..., THRESHOLD_COLUMN] = threshold
-    return y
 
 
 def vote_probabilities(rows: pd.DataFrame) -> np.ndarray:
