@@ -12,7 +12,7 @@ import numpy as np
 import pandas as pd
 
 from hms_keras import constants
-from hms_keras.data.labels import PROB_PER_EEG_COLUMNS
+from hms_keras.data.labels import PROB_PER_EEG_COLUMNS, vote_probabilities
 
 SUBMISSION_EPSILON = 1e-15  # the submission is clipped to [eps, 1 - eps]; the solution never is
 LOGIT_COLUMNS = tuple(f"logit_{k}" for k in range(constants.NUM_CLASSES))  # index-aligned with CLASSES
@@ -201,11 +201,7 @@ def high_vote_cv(targets: pd.DataFrame, row_logits: pd.DataFrame, min_weight: fl
 def class_prior(train_df: pd.DataFrame) -> np.ndarray:
     """The training-set mean vote distribution: mean over label rows of votes / row total, (6,) float64."""
     _require(train_df, constants.VOTE_COLUMNS, "train_df")
-    votes = train_df[list(constants.VOTE_COLUMNS)].to_numpy(np.float64)  # (rows, 6)
-    totals = votes.sum(axis=1, keepdims=True)  # (rows, 1)
-    if not (totals > 0).all():
-        raise ValueError("train_df: every row needs a positive vote total")
-    return (votes / totals).mean(axis=0)
+    return vote_probabilities(train_df, "train_df").mean(axis=0)  # raises HmsDataError (a ValueError)
 
 
 def constant_row_logits(rows: pd.DataFrame, probabilities: np.ndarray) -> pd.DataFrame:

@@ -6,7 +6,14 @@ import pytest
 
 from hms_keras import constants
 from hms_keras.data.hms import HmsDataError
-from hms_keras.data.labels import PROB_COLUMNS, PROB_PER_EEG_COLUMNS, sample_eval_rows, v5_targets, vote_targets
+from hms_keras.data.labels import (
+    PROB_COLUMNS,
+    PROB_PER_EEG_COLUMNS,
+    sample_eval_rows,
+    v5_targets,
+    vote_probabilities,
+    vote_targets,
+)
 
 
 def votes_frame(eeg_ids, votes, index=None) -> pd.DataFrame:
@@ -36,6 +43,13 @@ def test_vote_targets_hand_computed():
     )
     np.testing.assert_allclose(targets["weight_per_eeg"], [2.5 / 28, 1.0, 2.5 / 28])
     assert "weight" not in train_df.columns  # the input is not modified
+
+
+def test_vote_probabilities_are_votes_over_their_total():
+    rows = votes_frame([7, 9], [[3, 1, 0, 0, 0, 0], [0, 0, 0, 0, 14, 14]], index=[10, 20])
+    np.testing.assert_array_equal(vote_probabilities(rows), [[0.75, 0.25, 0, 0, 0, 0], [0, 0, 0, 0, 0.5, 0.5]])
+    with pytest.raises(HmsDataError, match=r"validation: row 20 has no positive vote total"):
+        vote_probabilities(votes_frame([7, 9], [[3, 1, 0, 0, 0, 0], [0] * 6], index=[10, 20]), "validation")
 
 
 def test_vote_targets_rejects_rows_without_votes():

@@ -15,6 +15,19 @@ PROB_PER_EEG_COLUMNS = tuple(f"{name}_prob_per_eeg" for name in constants.CLASSE
 TARGET_COLUMNS = (*PROB_COLUMNS, "weight", *PROB_PER_EEG_COLUMNS, "weight_per_eeg")  # what v5_targets reads
 
 
+def vote_probabilities(rows: pd.DataFrame, name: str = "rows") -> np.ndarray:
+    """(rows, 6) float64 vote distribution of each label row: its six constants.VOTE_COLUMNS
+    divided by their total (the Kaggle target). Raises HmsDataError naming `name` when a vote
+    column is missing or a row has no votes."""
+    require_columns(rows, constants.VOTE_COLUMNS, name)
+    votes = rows[list(constants.VOTE_COLUMNS)].to_numpy(np.float64)  # (rows, 6)
+    totals = votes.sum(axis=1, keepdims=True)  # (rows, 1)
+    if not (totals > 0).all():
+        row = int(np.argmax(~(totals[:, 0] > 0)))
+        raise HmsDataError(f"{name}: row {rows.index[row]} has no positive vote total ({votes[row]})")
+    return votes / totals
+
+
 def vote_targets(train_df: pd.DataFrame) -> pd.DataFrame:
     """Per-row and per-EEG vote distributions and weights (v5 §2).
 
@@ -25,18 +38,16 @@ def vote_targets(train_df: pd.DataFrame) -> pd.DataFrame:
     `weight_per_eeg` = mean row total over the eeg_id / 28. c runs over constants.CLASSES.
     """
     require_columns(train_df, ("eeg_id", *constants.VOTE_COLUMNS), "train_df")
+    probabilities = vote_probabilities(train_df, "train_df")  # (rows, 6); every row has votes
     votes = train_df[list(constants.VOTE_COLUMNS)].to_numpy(np.float64)  # (rows, 6)
     totals = votes.sum(axis=1)  # (rows,)
-    if not (totals > 0).all():
-        row = int(np.argmax(~(totals > 0)))
-        raise HmsDataError(f"train_df: row {train_df.index[row]} has no positive vote total ({votes[row]})")
     codes = pd.factorize(train_df["eeg_id"])[0]  # (rows,) eeg index in first-appearance order
     eeg_votes = np.zeros((codes.max() + 1, constants.NUM_CLASSES))  # (eegs, 6)
     np.add.at(eeg_votes, codes, votes)
     eeg_totals = eeg_votes.sum(axis=1)  # (eegs,)
     eeg_rows = np.bincount(codes)  # (eegs,)
     targets = train_df.copy()
-    targets[list(PROB_COLUMNS)] = votes / totals[:, None]
+    targets[list(PROB_COLUMNS)] = probabilities
     targets["weight"] = totals / constants.MAX_VOTES
     targets[list(PROB_PER_EEG_COLUMNS)] = (eeg_votes / eeg_totals[:, None])[codes]
     targets["weight_per_eeg"] = (eeg_totals / eeg_rows / constants.MAX_VOTES)[codes]

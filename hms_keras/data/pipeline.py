@@ -28,7 +28,7 @@ from hms_keras import constants
 from hms_keras.data.cache import EegCache
 from hms_keras.data.cutmix import CutMix
 from hms_keras.data.hms import HmsDataError, HmsLayout, read_spectrogram
-from hms_keras.data.labels import TARGET_COLUMNS, v5_targets
+from hms_keras.data.labels import TARGET_COLUMNS, v5_targets, vote_probabilities
 from hms_keras.data.preprocess import normalize_spectrogram, spectrogram_window
 from hms_keras.data.transforms import AugmentMonopolar, V5FrontEnd, pad_window
 from hms_keras.target_layout import with_threshold
@@ -60,12 +60,6 @@ def rows_by_eeg(eeg_ids: np.ndarray) -> list[np.ndarray]:
 def draw_row(rows: np.ndarray, rng: np.random.Generator) -> int:
     """One row position drawn uniformly from `rows`."""
     return int(rows[rng.integers(len(rows))])
-
-
-def vote_probabilities(rows: pd.DataFrame) -> np.ndarray:
-    """(rows, 6) float32 votes / row total."""
-    votes = rows[list(constants.VOTE_COLUMNS)].to_numpy(np.float64)  # (rows, 6)
-    return (votes / votes.sum(axis=1, keepdims=True)).astype(np.float32)
 
 
 def spectrogram_offsets(rows: pd.DataFrame) -> np.ndarray:
@@ -284,9 +278,8 @@ def make_spectrogram_train_dataset(
     rows = first_row_per_spectrogram(train_rows)
     _check_spectrogram_files(layout, "train", rows)
     order, steps_per_epoch = epoch_order(len(rows), batch_size, seed, num_epochs)
-    dataset = order.map(ReadSpectrogramWindow(layout, "train", rows, vote_probabilities(rows))).batch(
-        batch_size, drop_remainder=True
-    )
+    y = vote_probabilities(rows).astype(np.float32)  # (rows, 6)
+    dataset = order.map(ReadSpectrogramWindow(layout, "train", rows, y)).batch(batch_size, drop_remainder=True)
     return _iterate(dataset, worker_count), steps_per_epoch
 
 
@@ -303,7 +296,8 @@ def make_spectrogram_eval_dataset(
     """
     rows = rows.reset_index(drop=True)
     _check_spectrogram_files(layout, split, rows)
-    y = vote_probabilities(rows) if set(constants.VOTE_COLUMNS) <= set(rows.columns) else None
+    has_votes = set(constants.VOTE_COLUMNS) <= set(rows.columns)
+    y = vote_probabilities(rows).astype(np.float32) if has_votes else None  # (rows, 6)
     dataset = (
         grain.MapDataset.range(len(rows))
         .map(ReadSpectrogramWindow(layout, split, rows, y))

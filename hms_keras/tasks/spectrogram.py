@@ -5,9 +5,9 @@ import functools
 import numpy as np
 import pandas as pd
 
-from hms_keras import constants
 from hms_keras.data.folds import stratified_spectrogram_folds
 from hms_keras.data.hms import read_spectrogram
+from hms_keras.data.labels import vote_probabilities
 from hms_keras.data.pipeline import make_spectrogram_eval_dataset, make_spectrogram_train_dataset
 from hms_keras.data.preprocess import normalize_spectrogram, spectrogram_window
 from hms_keras.losses import KLDivergenceFromLogits
@@ -77,9 +77,8 @@ class SpectrogramTask(HmsTask):
 
     @staticmethod
     def _score(rows: pd.DataFrame, probabilities: np.ndarray) -> float:
-        votes = rows[list(constants.VOTE_COLUMNS)].to_numpy(np.float64)  # (rows, 6)
-        truth = votes / votes.sum(axis=1, keepdims=True)
-        return kaggle_score(rows["spectrogram_id"], truth, probabilities, "spectrogram_id")
+        """The official metric over spectrograms, each first row's vote distribution as truth."""
+        return kaggle_score(rows["spectrogram_id"], vote_probabilities(rows), probabilities, "spectrogram_id")
 
     def predict_test(self, models, *, batch_size=32) -> pd.DataFrame:
         """Submission for test.csv: softmax probabilities of each model on the test spectrogram,
