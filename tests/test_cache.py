@@ -144,6 +144,50 @@ def test_killed_build_resumes_with_the_missing_recordings_only(tmp_path, monkeyp
     assert not list(cache_dir.glob(".*"))  # no temporary file of the killed build is left
 
 
+_LOGGED_BUILD = """
+import os, sys, time
+from pathlib import Path
+from hms_keras.data import cache
+from hms_keras.data.hms import HmsLayout
+
+data_dir, cache_dir, sync_dir = sys.argv[1], sys.argv[2], Path(sys.argv[3])
+
+def logged(raw, _real=cache.preprocess_eeg):
+    with open(sync_dir / "calls.log", "a") as handle:
+        handle.write(f"{os.getpid()}\\n")
+    time.sleep(0.25)
+    return _real(raw)
+
+cache.preprocess_eeg = logged
+(sync_dir / f"ready-{os.getpid()}").touch()
+while len(list(sync_dir.glob("ready-*"))) < 2:  # start building together, imports done
+    time.sleep(0.01)
+cache.build_eeg_cache(HmsLayout(data_dir), "train", range(1, 9), cache_dir=cache_dir, workers=1)
+"""
+
+
+def test_concurrent_builds_take_turns_and_build_each_recording_once(tmp_path):
+    data_dir = tmp_path / "data"
+    for eeg_id in range(1, 9):
+        write_eeg(data_dir, eeg_id, seed=eeg_id)
+    cache_dir, sync_dir = tmp_path / "cache", tmp_path / "sync"
+    sync_dir.mkdir()
+    command = [sys.executable, "-c", _LOGGED_BUILD, str(data_dir), str(cache_dir), str(sync_dir)]
+    processes = [
+        subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True) for _ in range(2)
+    ]
+    stderr = [process.communicate(timeout=300)[1] for process in processes]
+    assert [process.returncode for process in processes] == [0, 0], stderr
+    waited = [f"waiting for {cache_dir} (another process is building it)" in text for text in stderr]
+    assert sorted(waited) == [False, True]  # the second one said so...
+    assert stderr[waited.index(True)].count("waiting for") == 1  # ...once
+    builders = (sync_dir / "calls.log").read_text().split()
+    assert len(builders) == 8 and len(set(builders)) == 1  # every recording preprocessed once, by the first
+    assert sorted(file_ids(cache_dir)) == sorted(f"{eeg_id}.npy" for eeg_id in range(1, 9))
+    assert not list(cache_dir.glob(".*"))  # no temporary file left
+    EegCache(cache_dir).window(8, 0, 2000)
+
+
 def test_stale_manifest_clears_and_rebuilds(layout, tmp_path, caplog):
     cache_dir = build_eeg_cache(layout, "train", [1, 2], cache_dir=tmp_path / "cache", workers=1)
     before = file_ids(cache_dir)

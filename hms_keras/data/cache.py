@@ -11,16 +11,21 @@ Next to each array, `<eeg_id>.source.json` records what it was made from: the so
 name, size (bytes) and modification time (ns), the cache version and a digest of the
 preprocessing parameters. It is written after the array and removed before a rebuild, so an
 array counts as cached only while its record matches the source file as it is now. Every build
-re-checks all records (one `stat` per source file: about a second for the 17k training EEGs) and
-rebuilds, with a warning naming the files, each recording whose source changed. Size and mtime
-rather than a content hash: a hash would read the whole dataset (tens of GB) on every build to
-learn that nothing changed, while any rewrite of a file (new download, copy, regeneration) gives
-it a new mtime. Not noticed: a different file of the same size put in place with its mtime kept
-(`cp -p`, `rsync -t`, `touch -r`); delete the cache folder after such a swap.
+re-checks all records (a `stat` of the source and a read of the record per recording: ~3 s for
+17k on a busy 2-core machine) and rebuilds, with a warning naming the files, each recording whose
+source changed. Size and mtime rather than a content hash: a hash would read the whole dataset
+(tens of GB) on every build to learn that nothing changed, while any rewrite of a file (new
+download, copy, regeneration) gives it a new mtime. Not noticed: a different file of the same
+size put in place with its mtime kept (`cp -p`, `rsync -t`, `touch -r`); delete the cache folder
+after such a swap.
 
-Run at most one build per cache folder at a time: a build deletes the temporary files it finds.
+Builds of one folder take turns: each holds `<cache_dir>/build.lock` (a `filelock` OS lock, freed
+when its holder dies) from its first look at the folder to its last write, so a second process
+started on the same cache waits, saying so once, then finds the work done and does only what is
+left. Temporary files found under the lock are a dead build's, and are deleted.
 """
 
+import contextlib
 import hashlib
 import json
 import logging
@@ -30,6 +35,7 @@ from collections import OrderedDict
 from concurrent.futures import ProcessPoolExecutor, as_completed
 from pathlib import Path
 
+import filelock
 import numpy as np
 from tqdm import tqdm
 
@@ -43,6 +49,7 @@ CACHE_VERSION = 3  # 3: a <eeg_id>.source.json record per array; 2: parquet null
 MANIFEST_NAME = "manifest.json"
 ARRAY_LAYOUT = "(frames, 2, 19) float16, 40 Hz; [:, 0] = probes in mV, [:, 1] = CQF"
 RECORD_SUFFIX = ".source.json"
+LOCK_NAME = "build.lock"
 _TMP_SUFFIX = ".tmp"
 # Source files whose rebuild warning names them one by one; more are counted.
 _MAX_NAMED_FILES = 20
@@ -78,18 +85,19 @@ def _source_record(eeg_path: Path, preprocessing: str) -> dict:
     """What an array made now from `eeg_path` is made from: the file's name, size (bytes) and
     mtime (ns), the cache version and `preprocessing` (`_preprocessing_digest()`). Raises
     FileNotFoundError when the file is missing."""
-    stat = eeg_path.stat()
+    stat = os.stat(eeg_path)
     return {
         "version": CACHE_VERSION,
         "preprocessing": preprocessing,
-        "source": {"file": eeg_path.name, "size": stat.st_size, "mtime_ns": stat.st_mtime_ns},
+        "source": {"file": os.path.basename(eeg_path), "size": stat.st_size, "mtime_ns": stat.st_mtime_ns},
     }
 
 
-def _read_record(record_path: Path) -> dict | None:
-    """A stored source record, or None when it is missing or unreadable."""
+def _read_record(record_path) -> dict | None:
+    """A stored source record (`record_path`: str or Path), or None when it is missing or unreadable."""
     try:
-        return json.loads(record_path.read_text())
+        with open(record_path, "rb") as handle:
+            return json.loads(handle.read())
     except (FileNotFoundError, json.JSONDecodeError):
         return None
 
@@ -162,11 +170,40 @@ def build_eeg_cache(layout: HmsLayout, split: str, eeg_ids, cache_dir=None, work
     stale: it is cleared (and logged) and rebuilt.
     Raises HmsDataError naming the file when a recording is malformed; files finished before
     that stay in place.
+
+    Safe to run from several processes at once: builds of one folder take turns on its lock file
+    (`build.lock`); one that has to wait logs so once, then finds the others' work done.
     """
     if split not in SPLITS:
         raise ValueError(f"split must be one of {SPLITS}, got {split!r}")
     cache_dir = Path(cache_dir) if cache_dir is not None else default_cache_dir(layout, split)
     cache_dir.mkdir(parents=True, exist_ok=True)
+    with _build_lock(cache_dir):
+        _build_locked(layout, split, eeg_ids, cache_dir, workers)
+    return cache_dir
+
+
+@contextlib.contextmanager
+def _build_lock(cache_dir: Path):
+    """Hold `<cache_dir>/build.lock` for the block, waiting for whoever holds it (with one warning).
+
+    A `filelock.FileLock`: an OS lock (flock) on the file, which the OS releases when its holder
+    dies, however it dies, so a killed build never leaves the folder locked. The file stays.
+    """
+    lock = filelock.FileLock(cache_dir / LOCK_NAME)
+    try:
+        lock.acquire(timeout=0)
+    except filelock.Timeout:
+        logger.warning("waiting for %s (another process is building it)", cache_dir)
+        lock.acquire()
+    try:
+        yield
+    finally:
+        lock.release()
+
+
+def _build_locked(layout: HmsLayout, split: str, eeg_ids, cache_dir: Path, workers: int) -> None:
+    """`build_eeg_cache` once it holds the folder's lock: nobody else writes in `cache_dir`."""
     expected = _expected_manifest(layout, split)
     found = _read_manifest(cache_dir)
     if found != expected:
@@ -181,7 +218,7 @@ def build_eeg_cache(layout: HmsLayout, split: str, eeg_ids, cache_dir=None, work
         manifest = json.dumps(expected, indent=2).encode()
         _write_atomically(cache_dir / MANIFEST_NAME, lambda handle: handle.write(manifest))
     for path in cache_dir.glob(f".*{_TMP_SUFFIX}"):
-        path.unlink()  # left behind by a killed build
+        path.unlink()  # left behind by a killed build (a live one would hold the lock)
 
     unique_ids = dict.fromkeys(int(eeg_id) for eeg_id in eeg_ids)
     jobs, changed = _outdated_or_missing(layout, split, unique_ids, cache_dir)
@@ -200,7 +237,6 @@ def build_eeg_cache(layout: HmsLayout, split: str, eeg_ids, cache_dir=None, work
                 progress.update()
         else:
             _run_in_processes(jobs, workers, progress)
-    return cache_dir
 
 
 def _outdated_or_missing(layout: HmsLayout, split: str, eeg_ids, cache_dir: Path) -> tuple[dict, list[Path]]:
@@ -214,21 +250,21 @@ def _outdated_or_missing(layout: HmsLayout, split: str, eeg_ids, cache_dir: Path
     preprocessing = _preprocessing_digest()
     present = set(os.listdir(cache_dir))  # one listing instead of two `exists` per recording
     jobs, changed = {}, []
-    for eeg_id in eeg_ids:
-        eeg_path, out_path = layout.eeg_path(split, eeg_id), cache_dir / f"{eeg_id}.npy"
-        record_path = _record_path(out_path)
-        if out_path.name in present and record_path.name in present:
+    for eeg_id in eeg_ids:  # strings and os calls: ~40 % faster than pathlib over 17k recordings
+        eeg_path, array_name, record_name = layout.eeg_path(split, eeg_id), f"{eeg_id}.npy", f"{eeg_id}{RECORD_SUFFIX}"
+        if array_name in present and record_name in present:
             try:
                 current = _source_record(eeg_path, preprocessing)
             except FileNotFoundError:
                 current = None  # the build reports it when it reads the file
-            stored = _read_record(record_path)
+            stored = _read_record(os.path.join(cache_dir, record_name))
             if stored == current:
                 continue
             if current is not None and stored is not None and stored.get("source") != current["source"]:
                 changed.append(eeg_path)
-        if out_path.name in present or record_path.name in present:
-            record_path.unlink(missing_ok=True)
+        out_path = cache_dir / array_name
+        if array_name in present or record_name in present:
+            _record_path(out_path).unlink(missing_ok=True)
             out_path.unlink(missing_ok=True)
         jobs[eeg_id] = (eeg_path, out_path)
     return jobs, changed
