@@ -9,6 +9,7 @@ from hms_keras.data.hms import HmsDataError
 from hms_keras.data.labels import (
     PROB_COLUMNS,
     PROB_PER_EEG_COLUMNS,
+    first_row_per_spectrogram,
     sample_eval_rows,
     v5_targets,
     vote_probabilities,
@@ -69,6 +70,12 @@ def test_v5_targets_put_the_row_in_head_0_and_the_eeg_in_head_1():
     assert not y[:, :, 7].any()  # no threshold yet
     with pytest.raises(HmsDataError, match="targets: missing column.*'weight_per_eeg'"):
         v5_targets(targets.drop(columns="weight_per_eeg"))
+
+
+def test_first_row_per_spectrogram_keeps_the_first_row_and_its_index_label():
+    rows = pd.DataFrame({"spectrogram_id": [5, 3, 5, 3, 8], "offset": [0, 1, 2, 3, 4]}, index=range(10, 15))
+    first = first_row_per_spectrogram(rows)
+    assert first.index.tolist() == [10, 11, 14] and first["offset"].tolist() == [0, 1, 4]
 
 
 def test_sample_eval_rows_picks_up_to_three_rows_per_eeg():

@@ -12,7 +12,7 @@ from hms_keras import constants
 from hms_keras.data import montage, pipeline, transforms
 from hms_keras.data.cache import EegCache, build_eeg_cache
 from hms_keras.data.hms import HmsDataError, HmsLayout, read_spectrogram
-from hms_keras.data.labels import sample_eval_rows, v5_targets, vote_targets
+from hms_keras.data.labels import first_row_per_spectrogram, sample_eval_rows, v5_targets, vote_targets
 from hms_keras.data.preprocess import normalize_spectrogram, spectrogram_window
 
 N_TRAIN_EEGS = 12
@@ -345,7 +345,7 @@ def test_spectrogram_train_batches(data):
 
 
 def test_spectrogram_eval_images_in_row_order(data):
-    first = pipeline.first_row_per_spectrogram(data["targets"])
+    first = first_row_per_spectrogram(data["targets"])
     dataset, order = pipeline.make_spectrogram_eval_dataset(data["layout"], first, batch_size=2)
     images = np.concatenate([images for images, _ in dataset])  # (3, 400, 300, 1)
     assert order["spectrogram_id"].tolist() == first["spectrogram_id"].tolist() == [500, 501, 502]

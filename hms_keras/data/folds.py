@@ -10,6 +10,7 @@ import pandas as pd
 from sklearn.model_selection import GroupKFold, StratifiedGroupKFold
 
 from hms_keras.data.hms import HmsDataError, require_columns
+from hms_keras.data.labels import first_row_per_spectrogram
 
 
 def _check_enough_patients(units: pd.DataFrame, n_folds: int) -> None:
@@ -47,13 +48,13 @@ def patient_group_folds(train_df: pd.DataFrame, n_folds: int = 5) -> pd.Series:
 def stratified_spectrogram_folds(train_df: pd.DataFrame, n_folds: int = 5, seed: int = 1086) -> pd.Series:
     """Fold of every spectrogram_id for the spectrogram baseline.
 
-    Uses the first label row of each spectrogram_id (the rows the baseline trains on) and
+    Uses `labels.first_row_per_spectrogram` (the rows the baseline trains on) and
     StratifiedGroupKFold(n_folds, shuffle=True, random_state=seed) with y = expert_consensus and
     groups = patient_id. Returns an int64 Series named "fold", indexed by spectrogram_id in
     first-appearance order.
     """
     require_columns(train_df, ("spectrogram_id", "patient_id", "expert_consensus"), "train_df")
-    first_rows = train_df.drop_duplicates("spectrogram_id")
+    first_rows = first_row_per_spectrogram(train_df)
     _check_enough_patients(first_rows, n_folds)
     splitter = StratifiedGroupKFold(n_splits=n_folds, shuffle=True, random_state=seed)
     splits = splitter.split(first_rows, y=first_rows["expert_consensus"], groups=first_rows["patient_id"])

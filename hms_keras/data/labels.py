@@ -1,6 +1,8 @@
-"""Vote targets and sample weights of the v5 recipe, their y arrays, and the reproducible evaluation row sample.
+"""Vote targets and sample weights of the v5 recipe, their y arrays, and the label rows a recipe uses:
+the reproducible evaluation row sample (v5) and the first row of each spectrogram (the baseline).
 
-Spec: `shared/spec/v5_eeg_model.md` §2 (two heads: row-level and per-EEG pooled labels) and §7.
+Spec: `shared/spec/v5_eeg_model.md` §2 (two heads: row-level and per-EEG pooled labels) and §7;
+`shared/spec/spectrogram_baseline.md`.
 """
 
 import numpy as np
@@ -62,6 +64,13 @@ def v5_targets(targets: pd.DataFrame) -> np.ndarray:
     row, per_eeg = targets[list(PROB_COLUMNS)].to_numpy(), targets[list(PROB_PER_EEG_COLUMNS)].to_numpy()
     probabilities = np.stack([row, per_eeg], axis=1)  # (rows, 2, 6)
     return pack(probabilities, targets[["weight", "weight_per_eeg"]].to_numpy())  # (rows, 2, 8)
+
+
+def first_row_per_spectrogram(rows: pd.DataFrame) -> pd.DataFrame:
+    """The first label row of each spectrogram_id, in first-appearance order with its index label:
+    the rows the spectrogram baseline trains on, splits into folds and scores."""
+    require_columns(rows, ("spectrogram_id",), "rows")
+    return rows.drop_duplicates("spectrogram_id", keep="first")
 
 
 def sample_eval_rows(targets: pd.DataFrame, rows_per_eeg: int = 3, seed: int = 123) -> pd.DataFrame:

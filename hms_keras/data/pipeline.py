@@ -28,7 +28,7 @@ from hms_keras import constants
 from hms_keras.data.cache import EegCache
 from hms_keras.data.cutmix import CutMix
 from hms_keras.data.hms import HmsDataError, HmsLayout, read_spectrogram
-from hms_keras.data.labels import TARGET_COLUMNS, v5_targets, vote_probabilities
+from hms_keras.data.labels import TARGET_COLUMNS, first_row_per_spectrogram, v5_targets, vote_probabilities
 from hms_keras.data.preprocess import normalize_spectrogram, spectrogram_window
 from hms_keras.data.transforms import AugmentMonopolar, V5FrontEnd, pad_window
 from hms_keras.target_layout import with_threshold
@@ -67,11 +67,6 @@ def spectrogram_offsets(rows: pd.DataFrame) -> np.ndarray:
     if "spectrogram_label_offset_seconds" not in rows:
         return np.zeros(len(rows))
     return rows["spectrogram_label_offset_seconds"].to_numpy(np.float64)
-
-
-def first_row_per_spectrogram(rows: pd.DataFrame) -> pd.DataFrame:
-    """The first label row of each spectrogram_id (the baseline trains on these only)."""
-    return rows.drop_duplicates("spectrogram_id", keep="first").reset_index(drop=True)
 
 
 # --- Grain transforms ----------------------------------------------------------------------
@@ -288,7 +283,7 @@ def make_spectrogram_eval_dataset(
 ) -> tuple[grain.IterDataset, pd.DataFrame]:
     """Deterministic spectrogram pipeline, one image per row of `rows`, in order.
 
-    rows: e.g. `first_row_per_spectrogram(validation rows)` (windows at
+    rows: e.g. `labels.first_row_per_spectrogram(validation rows)` (windows at
     spectrogram_label_offset_seconds, batches (images, y (B, 6))) or test.csv rows with
     split="test" (no offset column: the first 300 rows of each file; no votes: images alone).
     The last batch may be partial. Returns (dataset, rows reindexed 0..n-1): prediction i

@@ -7,7 +7,7 @@ import pandas as pd
 
 from hms_keras.data.folds import stratified_spectrogram_folds
 from hms_keras.data.hms import read_spectrogram
-from hms_keras.data.labels import vote_probabilities
+from hms_keras.data.labels import first_row_per_spectrogram, vote_probabilities
 from hms_keras.data.pipeline import make_spectrogram_eval_dataset, make_spectrogram_train_dataset
 from hms_keras.data.preprocess import normalize_spectrogram, spectrogram_window
 from hms_keras.losses import KLDivergenceFromLogits
@@ -30,7 +30,7 @@ class SpectrogramTask(HmsTask):
     @functools.cached_property
     def rows(self) -> pd.DataFrame:
         """The first train.csv row of every spectrogram_id, with its `fold`."""
-        rows = self.train_df.drop_duplicates("spectrogram_id").copy()
+        rows = first_row_per_spectrogram(self.train_df).copy()
         rows["fold"] = rows["spectrogram_id"].map(stratified_spectrogram_folds(self.train_df, self.n_folds))
         return rows
 
