@@ -12,8 +12,8 @@ and the process's peak RSS (GB, build and compile included). Training is compile
 the model's loss, `jit_compile` at Keras' default unless `--jit-compile` says otherwise.
 Timings on a shared machine are noisy: the load average is printed with each row; run it more than once.
 
-CPU runtime settings (on unless `--untuned`): each subprocess calls `recipes.cpu_runtime.configure()`
-before importing numpy or Keras, as `recipes.train` and `recipes.predict` do:
+CPU runtime settings (`hms_keras.runtime`; on unless `--untuned`, which sets `HMS_KERAS_RUNTIME_SETTINGS=0`):
+each subprocess imports hms_keras before numpy or Keras, as `recipes.train` and `recipes.predict` do:
 - `XLA_FLAGS=--xla_cpu_enable_concurrency_optimized_scheduler=false`: XLA:CPU's default scheduler
   orders the program for parallelism and keeps most activations alive at once, which undoes the
   model's rematerialisation (v5 at batch 32: ~19 GB peak RSS with it, ~4 GB without it).
@@ -33,11 +33,9 @@ import subprocess
 import sys
 import time
 
-if "--child" in sys.argv and "--untuned" not in sys.argv:  # first, while this process has one thread
+if "--child" in sys.argv:  # first, while this process has one thread: hms_keras applies the runtime settings
     sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-    from recipes import cpu_runtime
-
-    cpu_runtime.configure()
+    import hms_keras  # noqa: F401
 
 import numpy as np  # noqa: E402
 
@@ -84,12 +82,14 @@ def measure(model_name, batch_size, steps, jit_compile="auto"):
     started = time.perf_counter()
     first_loss = float(model.train_on_batch(inputs, targets))
     train_first_s = time.perf_counter() - started
-    train_s, train_cpu_s = [], []
+    train_s, train_cpu_s, train_faults = [], [], []
     for _ in range(steps):
         started, started_cpu = time.perf_counter(), time.process_time()
+        started_faults = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
         last_loss = float(model.train_on_batch(inputs, targets))
         train_s.append(time.perf_counter() - started)
         train_cpu_s.append(time.process_time() - started_cpu)
+        train_faults.append(resource.getrusage(resource.RUSAGE_SELF).ru_minflt - started_faults)
 
     started = time.perf_counter()
     np.asarray(model.predict_on_batch(inputs))
@@ -107,6 +107,7 @@ def measure(model_name, batch_size, steps, jit_compile="auto"):
         "train_first_s": train_first_s,
         "train_per_s": batch_size / float(np.median(train_s)),
         "train_cpu_s_per_step": float(np.median(train_cpu_s)),
+        "train_page_faults_per_step": int(np.median(train_faults)),  # minor faults: memory mapped in afresh
         "predict_first_s": predict_first_s,
         "predict_per_s": batch_size / float(np.median(predict_s)),
         "peak_rss_gb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20,  # KiB -> GiB
@@ -118,6 +119,8 @@ def measure(model_name, batch_size, steps, jit_compile="auto"):
 def run_child(backend, model_name, args):
     """Run `measure` for one (backend, model) in a fresh subprocess; returns its dict or an error."""
     env = dict(os.environ, KERAS_BACKEND=backend)
+    if args.untuned:
+        env["HMS_KERAS_RUNTIME_SETTINGS"] = "0"
     command = [
         sys.executable,
         __file__,

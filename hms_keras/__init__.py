@@ -2,14 +2,15 @@
 
 Importing the package registers every custom serializable object (layers, losses) under the
 `hms_keras` package name, so `keras.models.load_model(path)` works after a bare `import hms_keras`.
-It imports Keras; when `KERAS_BACKEND` is unset (and Keras not yet imported), the backend is JAX.
+First, before it imports Keras, it defaults the Keras backend to JAX (when `KERAS_BACKEND` is unset
+and Keras not yet imported) and applies the CPU runtime settings of `hms_keras.runtime`: make it the
+first import of a script or notebook.
 """
 
-import os
+from hms_keras import runtime  # the standard library only
 
-# JAX is the project's backend; only a default, applied before this package imports Keras.
-os.environ.setdefault("KERAS_BACKEND", "jax")
+runtime.apply_on_import()
 
 from hms_keras import layers, losses  # noqa: E402
 
-__all__ = ["layers", "losses"]
+__all__ = ["layers", "losses", "runtime"]

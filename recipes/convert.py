@@ -17,19 +17,16 @@ import argparse
 import sys
 from pathlib import Path
 
-from recipes import cpu_runtime  # noqa: E402
-
-cpu_runtime.configure()
-
-from hms_keras.convert import (  # noqa: E402
+import hms_keras  # noqa: F401  first: applies hms_keras.runtime's settings while this process has one thread
+from hms_keras.convert import (
     CheckpointError,
     convert_v5_checkpoint,
     find_original_checkpoints,
     write_converted_run,
 )
-from hms_keras.recipe import apply_overrides  # noqa: E402
-from hms_keras.runs import RunFolderError  # noqa: E402
-from recipes.registry import get_recipe  # noqa: E402
+from hms_keras.recipe import apply_overrides
+from hms_keras.runs import RunFolderError
+from recipes.registry import get_recipe
 
 
 def parse_args(argv):

@@ -13,13 +13,10 @@ import argparse
 import sys
 from pathlib import Path
 
-from recipes import cpu_runtime  # noqa: E402
-
-cpu_runtime.configure()
-
-from hms_keras.data.hms import HmsDataError  # noqa: E402
-from hms_keras.inference import Ensemble, score_out_of_fold  # noqa: E402
-from hms_keras.runs import RunFolderError  # noqa: E402
+import hms_keras  # noqa: F401  first: applies hms_keras.runtime's settings while this process has one thread
+from hms_keras.data.hms import HmsDataError
+from hms_keras.inference import Ensemble, score_out_of_fold
+from hms_keras.runs import RunFolderError
 
 
 def parse_args(argv):

@@ -11,13 +11,10 @@ oof.parquet); finished folders are skipped, so an interrupted command resumes wh
 import argparse
 import sys
 
-from recipes import cpu_runtime  # noqa: E402
-
-cpu_runtime.configure()
-
-from hms_keras.recipe import apply_overrides, override_keys  # noqa: E402
-from hms_keras.training import train_recipe  # noqa: E402
-from recipes.registry import RECIPES, get_recipe  # noqa: E402
+import hms_keras  # noqa: F401  first: applies hms_keras.runtime's settings while this process has one thread
+from hms_keras.recipe import apply_overrides, override_keys
+from hms_keras.training import train_recipe
+from recipes.registry import RECIPES, get_recipe
 
 
 def parse_args(argv):

@@ -1,13 +1,11 @@
-"""Shared test set-up: the JAX backend unless the caller chose one (with the recipes' XLA:CPU
-settings), a private cache folder, and the `slow` marker (skipped unless --runslow)."""
+"""Shared test set-up: the JAX backend unless the caller chose one (with `hms_keras.runtime`'s
+settings, applied on import), a private cache folder, and the `slow` marker (skipped unless --runslow)."""
 
 import os
 
-from recipes import cpu_runtime  # noqa: E402
+import pytest
 
-cpu_runtime.configure()  # JAX by default, and the XLA:CPU scheduler flag (also for subprocesses)
-
-import pytest  # noqa: E402
+import hms_keras  # noqa: F401  JAX by default, and the XLA:CPU scheduler flag (also for subprocesses)
 
 
 def pytest_addoption(parser):

@@ -1,5 +1,7 @@
 """Custom layers against Keras' own layers or a direct numpy computation, and their serialization."""
 
+import functools
+
 import keras
 import numpy as np
 import pytest
@@ -218,3 +220,48 @@ def test_layers_round_trip_through_a_keras_file(tmp_path):
     model.save(tmp_path / "layers.keras")
     loaded = keras.models.load_model(tmp_path / "layers.keras")
     np.testing.assert_allclose(np.asarray(loaded(data)), expected, rtol=1e-6)
+
+
+def test_layers_use_keras_implementations_off_cpu(monkeypatch):
+    # on a GPU (here: the platform `hms_keras.runtime` sees, patched) every layer is its Keras counterpart
+    from hms_keras import runtime
+
+    monkeypatch.setattr(runtime, "_device_platform", lambda backend: "gpu")
+    calls = []
+
+    def spy(owner, name):
+        original = getattr(owner, name)
+
+        @functools.wraps(original)  # Keras reads `call`'s signature
+        def wrapped(*args, **kwargs):
+            calls.append((name, type(args[0]).__name__, getattr(args[1], "shape", None) if len(args) > 1 else None))
+            return original(*args, **kwargs)
+
+        monkeypatch.setattr(owner, name, wrapped)
+
+    rng = np.random.default_rng(11)
+    x = rng.standard_normal((2, 3, 8, 4)).astype("float32")  # (batch, h, w, channels)
+    depthwise = ShiftedDepthwiseConv2D((1, 3), depth_multiplier=2, padding="same")
+    reference = keras.layers.DepthwiseConv2D((1, 3), depth_multiplier=2, padding="same")
+    depthwise.build(x.shape)
+    reference.build(x.shape)
+    reference.set_weights(depthwise.get_weights())
+    spy(keras.layers.DepthwiseConv2D, "call")
+    spy(keras.layers.MaxPooling2D, "call")
+    spy(keras.layers.Dense, "call")
+    spy(keras.ops, "elu")
+    spy(keras, "remat")
+    for training in (False, True):
+        np.testing.assert_array_equal(np.asarray(depthwise(x, training=training)), np.asarray(reference(x)))
+    pooled = np.asarray(SlicedMaxPooling2D((1, 2))(x))
+    np.testing.assert_array_equal(pooled, np.asarray(keras.layers.MaxPooling2D((1, 2))(x)))
+    pointwise = PointwiseDense(3)
+    np.testing.assert_allclose(np.asarray(pointwise(x)), x @ np.asarray(pointwise.kernel) + 0.0, rtol=1e-6)
+    np.testing.assert_array_equal(np.asarray(elu(x)), np.asarray(keras.activations.elu(x)))
+    block = _small_block(seed=12, shape=(8, 4))
+    np.testing.assert_allclose(np.asarray(Rematerialized(block)(x[0])), np.asarray(block(x[0])), rtol=1e-6)
+    assert ("call", "ShiftedDepthwiseConv2D", x.shape) in [(n, t, tuple(s or ())) for n, t, s in calls]
+    assert ("call", "SlicedMaxPooling2D", x.shape) in [(n, t, tuple(s or ())) for n, t, s in calls]
+    assert ("call", "PointwiseDense", x.shape) in [(n, t, tuple(s or ())) for n, t, s in calls]  # 4-D, not flat
+    assert any(name == "elu" for name, _, _ in calls)
+    assert any(name == "remat" for name, _, _ in calls)

@@ -1,4 +1,5 @@
-"""Process set-up for CPU runs, the persistent compilation cache and the compilation counter."""
+"""Runtime settings (on import, when too late), the CPU-formulation rules, the persistent compilation
+cache and the compilation counter."""
 
 import os
 import platform
@@ -8,37 +9,101 @@ from pathlib import Path
 
 import jax
 import jax.numpy as jnp
+import keras
 import pytest
 
-from hms_keras import paths
+from hms_keras import paths, runtime
 from hms_keras.compilations import count_xla_compilations
-from recipes import cpu_runtime
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def _python(code, **env):
+    """Run `code` in a fresh interpreter (KERAS_BACKEND=jax, no XLA_FLAGS unless given)."""
+    environment = {k: v for k, v in os.environ.items() if k not in ("XLA_FLAGS", runtime.SETTINGS_SWITCH)}
+    environment.update(KERAS_BACKEND="jax", **env)
+    return subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, check=False, cwd=REPO, env=environment
+    )
+
+
+@pytest.mark.parametrize(
+    "prelude, env, flag_in_env, xla_warnings",
+    [
+        ("import hms_keras", {}, True, 0),
+        ("import jax, keras\nimport hms_keras", {}, True, 0),  # imported, but no backend yet: still in time
+        ("import jax\njax.numpy.ones(1).block_until_ready()\nimport hms_keras", {}, True, 1),  # too late: warns
+        ("import hms_keras", {runtime.SETTINGS_SWITCH: "0"}, False, 0),  # settings off
+    ],
+)
+def test_import_adds_the_xla_flag_while_jax_has_no_backend(prelude, env, flag_in_env, xla_warnings):
+    code = prelude + (
+        "\nimport os\nfrom hms_keras import runtime\n"
+        "print(runtime.XLA_CPU_FLAG in os.environ.get('XLA_FLAGS', ''), os.environ['KERAS_BACKEND'])"
+    )
+    done = _python(code, **env)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.split() == [str(flag_in_env), "jax"]
+    assert done.stderr.count("XLA:CPU scheduler flag") == xla_warnings, done.stderr
+
+
+def test_jax_reads_xla_flags_when_its_backend_starts_not_on_import():
+    # what the on-import rule rests on: a flag set after `import jax, keras` still reaches XLA
+    code = (
+        "import os, jax, keras\nfrom hms_keras import runtime\nassert not runtime.jax_backend_started()\n"
+        "os.environ['XLA_FLAGS'] = '--xla_hms_keras_probe=1'\njax.devices()"
+    )
+    done = _python(code, **{runtime.SETTINGS_SWITCH: "0"})
+    assert done.returncode != 0
+    assert "Unknown flag in XLA_FLAGS: --xla_hms_keras_probe" in done.stderr
+
+
+def test_add_xla_cpu_flag_appends_once_and_warns_once_when_jax_has_started(monkeypatch):
+    jnp.ones(1).block_until_ready()  # this process's JAX backend has started
+    assert runtime.jax_backend_started()
+    monkeypatch.setattr(runtime, "_warned", set())
+    monkeypatch.setenv("XLA_FLAGS", "--xla_dump_to=/tmp/x")
+    with pytest.warns(UserWarning, match="before any JAX computation") as record:
+        assert runtime.add_xla_cpu_flag() is False
+        assert runtime.add_xla_cpu_flag() is True  # already there: assumed the user's own choice
+        monkeypatch.setenv("XLA_FLAGS", "--xla_dump_to=/tmp/x")
+        assert runtime.add_xla_cpu_flag() is False  # too late again, but no second warning
+    assert len(record) == 1
+    assert os.environ["XLA_FLAGS"].split() == ["--xla_dump_to=/tmp/x", runtime.XLA_CPU_FLAG]
 
 
 @pytest.mark.skipif(platform.libc_ver()[0] != "glibc", reason="mallopt is glibc's")
-def test_heap_allocations_are_kept_on_glibc_when_set_first():
-    # a fresh interpreter has one thread: no warning; this test process runs JAX's threads: a warning
-    script = "from recipes import cpu_runtime; print(cpu_runtime.keep_heap_allocations())"
-    first = subprocess.run(
-        [sys.executable, "-W", "error", "-c", script],
-        capture_output=True,
-        text=True,
-        check=False,
-        cwd=Path(__file__).resolve().parents[1],
+def test_heap_settings_keep_one_arena_when_hms_keras_is_imported_first():
+    # first import: one arena even after JAX started its threads, and no warning
+    code = (
+        "import hms_keras, jax\njax.numpy.ones(1).block_until_ready()\nfrom hms_keras import runtime\n"
+        "print(runtime.keep_heap_allocations(), runtime.malloc_arenas())"
     )
+    first = _python(code)
     assert first.returncode == 0, first.stderr
-    assert first.stdout.strip() == "True"
-    with pytest.warns(UserWarning, match="threads running"):
-        assert cpu_runtime.keep_heap_allocations() is True
+    assert first.stdout.split() == ["True", "1"]
+    assert "UserWarning" not in first.stderr
+    # settings off until JAX's threads have their own arenas: applying them then warns, once
+    late = _python(code + "\nruntime.configure()", **{runtime.SETTINGS_SWITCH: "0"})
+    assert late.returncode == 0, late.stderr
+    applied, arenas = late.stdout.split()
+    assert applied == "True" and int(arenas) > 1
+    assert late.stderr.count("arenas, so XLA's threads") == 1, late.stderr
 
 
-def test_configure_adds_the_xla_flag_once(monkeypatch):
-    monkeypatch.setenv("XLA_FLAGS", "--xla_dump_to=/tmp/x")
-    with pytest.warns(UserWarning, match="threads running"):  # this process already runs JAX
-        cpu_runtime.configure()
-        cpu_runtime.configure()
-    flags = os.environ["XLA_FLAGS"].split()
-    assert flags == ["--xla_dump_to=/tmp/x", cpu_runtime.XLA_CPU_FLAG]
+def test_cpu_formulations_follow_backend_and_device(monkeypatch):
+    assert keras.backend.backend() == "jax" and jax.default_backend() == "cpu"
+    assert all(runtime.uses_cpu_formulation(name) for name in runtime.CPU_FORMULATIONS)
+    with jax.default_device("gpu"):  # a scope's device decides (nothing runs in it)
+        assert not any(runtime.uses_cpu_formulation(name) for name in runtime.CPU_FORMULATIONS)
+    monkeypatch.setattr(runtime, "_device_platform", lambda backend: "cpu")
+    monkeypatch.setattr(keras.backend, "backend", lambda: "torch")
+    assert not any(runtime.uses_cpu_formulation(name) for name in runtime.CPU_FORMULATIONS)
+    monkeypatch.setattr(keras.backend, "backend", lambda: "tensorflow")
+    chosen = {name for name in runtime.CPU_FORMULATIONS if runtime.uses_cpu_formulation(name)}
+    assert chosen == {"pointwise"}
+    monkeypatch.setattr(runtime, "_device_platform", lambda backend: "gpu")
+    assert not runtime.uses_cpu_formulation("pointwise")
 
 
 def test_compilations_are_counted_per_function_and_shape():

@@ -1,16 +1,18 @@
-"""Depthwise 2D convolution written as a sum of shifted slices on JAX (XLA lowers grouped convs poorly on CPU)."""
+"""Depthwise 2D convolution written as a sum of shifted slices on XLA:CPU (it lowers grouped convs poorly)."""
 
 import keras
 from keras import ops
 
+from hms_keras import runtime
+
 
 @keras.saving.register_keras_serializable(package="hms_keras")
 class ShiftedDepthwiseConv2D(keras.layers.DepthwiseConv2D):
-    """`keras.layers.DepthwiseConv2D` (stride 1, 'same' padding, channels_last), as shifted slices on JAX.
+    """`keras.layers.DepthwiseConv2D` (stride 1, 'same' padding, channels_last), as shifted slices on JAX CPUs.
 
     Same constructor, kernel variable `(kernel_h, kernel_w, channels, depth_multiplier)` and output
     channel order (`c * depth_multiplier + m`, the PyTorch grouped-conv order) as the Keras layer,
-    so weights move between the two unchanged. On the JAX backend the input is zero-padded and the
+    so weights move between the two unchanged. On JAX on a CPU the input is zero-padded and the
     output is the sum over kernel taps of a shifted view times one row of the kernel: elementwise
     work that XLA fuses, where XLA:CPU lowers grouped convolutions to a slow generic loop (~50x
     slower for this model's (1, k) x4 convolutions). Two layouts of the same sum, chosen with
@@ -18,8 +20,9 @@ class ShiftedDepthwiseConv2D(keras.layers.DepthwiseConv2D):
     is first repeated `depth_multiplier` times (2.6-2.9 train EEG/s, measured with every activation
     rematerialised; the broadcast layout's gradient gave 2.1); in inference the shifted view
     `(..., channels, 1)` is broadcast against the kernel's `(channels, multiplier)` (14-17
-    inference EEG/s against 12-13). TensorFlow and torch keep their native depthwise kernels
-    (oneDNN), which are faster there.
+    inference EEG/s against 12-13). Elsewhere (`hms_keras.runtime.uses_cpu_formulation("depthwise")`)
+    it is the Keras layer: TensorFlow and torch keep their native depthwise kernels (oneDNN), which
+    are faster there, and on a GPU XLA's native kernel is the one to beat.
 
     Input `(batch, height, width, channels)`, output `(batch, height, width, channels *
     depth_multiplier)`; height and width must be static.
@@ -39,7 +42,7 @@ class ShiftedDepthwiseConv2D(keras.layers.DepthwiseConv2D):
             )
 
     def call(self, inputs, training=None):
-        if keras.backend.backend() != "jax":
+        if not runtime.uses_cpu_formulation("depthwise"):
             return super().call(inputs)
         _, height, width, channels = inputs.shape
         if height is None or width is None:

@@ -3,6 +3,8 @@
 import keras
 from keras import ops
 
+from hms_keras import runtime
+
 
 @keras.saving.register_keras_serializable(package="hms_keras")
 class GeMPooling2D(keras.layers.Layer):
@@ -44,10 +46,11 @@ class GeMPooling2D(keras.layers.Layer):
 class SlicedMaxPooling2D(keras.layers.MaxPooling2D):
     """`keras.layers.MaxPooling2D` with non-overlapping windows ('valid', strides == pool_size).
 
-    On the JAX backend it is computed as the elementwise maximum of the strided slices of the
+    On JAX on a CPU it is computed as the elementwise maximum of the strided slices of the
     input, one per window offset: the gradient is then a plain select, where the `reduce_window`
-    gradient (select-and-scatter) lowers to a slow index-tracking loop on XLA:CPU. Other backends
-    use the Keras implementation. Same outputs and config as the Keras layer.
+    gradient (select-and-scatter) lowers to a slow index-tracking loop on XLA:CPU. Elsewhere
+    (`hms_keras.runtime.uses_cpu_formulation("max_pool")`) it is the Keras implementation. Same
+    outputs and config as the Keras layer.
     Input `(batch, height, width, channels)`, output `(batch, height // ph, width // pw, channels)`.
     """
 
@@ -61,7 +64,7 @@ class SlicedMaxPooling2D(keras.layers.MaxPooling2D):
             )
 
     def call(self, inputs):
-        if keras.backend.backend() != "jax":
+        if not runtime.uses_cpu_formulation("max_pool"):
             return super().call(inputs)
         _, height, width, _ = inputs.shape
         pool_h, pool_w = self.pool_size

@@ -2,7 +2,9 @@
 
 import keras
 
-# On JAX, outputs of these primitives are kept for the backward pass: matmuls (the 1x1 convolutions'
+from hms_keras import runtime
+
+# On JAX on a CPU, outputs of these primitives are kept for the backward pass: matmuls (the 1x1 convolutions'
 # 64-feature outputs) and reductions (batch-norm statistics, squeeze-excite means: tiny). What is
 # recomputed is elementwise work, so no matmul or reduction runs twice. v5 model, batch 32, 2 CPU
 # cores (`benchmarks/model_step.py`): ~12.1 -> ~10.0 s per train step, peak RSS 4.1 -> 5.5 GB.
@@ -15,8 +17,8 @@ def _keep_matmuls_and_reductions(primitive, *args, **params):
 
 
 def _rematerialize(fn):
-    """`keras.remat(fn)`; on JAX, `jax.checkpoint` with the policy above."""
-    if keras.backend.backend() != "jax":
+    """`keras.remat(fn)`; on JAX on a CPU, `jax.checkpoint` with the policy above."""
+    if not runtime.uses_cpu_formulation("remat_policy"):
         return keras.remat(fn)
     import jax
 
@@ -26,8 +28,8 @@ def _rematerialize(fn):
 @keras.saving.register_keras_serializable(package="hms_keras")
 class Rematerialized(keras.layers.Layer):
     """Call a block (a functional sub-model) under `keras.remat`: its activations are not kept for
-    the backward pass but recomputed from the block input, which cuts training memory. On JAX the
-    outputs of matmuls and reductions are kept (`KEPT_PRIMITIVES`): only elementwise work reruns.
+    the backward pass but recomputed from the block input, which cuts training memory. On JAX on a
+    CPU the outputs of matmuls and reductions are kept (`KEPT_PRIMITIVES`): only elementwise work reruns.
 
     `keras.RematScope` cannot do this for a block with batch norm: it passes `training` through
     the traced function and the moving-statistics updates would escape the rematerialised trace.
