@@ -13,7 +13,6 @@ do.
 import warnings
 from pathlib import Path
 
-import keras
 import numpy as np
 import pandas as pd
 
@@ -32,7 +31,7 @@ class Ensemble:
             raise ValueError(f"cannot ensemble runs of different tasks {sorted(tasks)}: {self.run_dirs}")
         self.recipe = descriptions[0]["recipe"]
         self.task = task_for(self.recipe)  # reads no data until a method needs it
-        self.models = [keras.models.load_model(run_dir / runs.MODEL_FILE, compile=False) for run_dir in self.run_dirs]
+        self.models = [runs.load_model(run_dir) for run_dir in self.run_dirs]
 
     @classmethod
     def load(cls, recipe_dir) -> "Ensemble":

@@ -15,6 +15,16 @@ from typing import Any
 
 from hms_keras.data.synthetic import DEFAULT_EMBEDDED_EEGS
 
+SCHEDULES = ("cosine", "one_cycle")
+CHECKPOINTS = ("last", "best")
+MIXED_PRECISION_POLICIES = (None, "mixed_bfloat16", "mixed_float16")
+MAX_SEED = 2**32 - 1  # numpy's global seed, which keras.utils.set_random_seed sets, is 32-bit
+
+
+class RecipeError(ValueError):
+    """A recipe value that cannot work (unknown key, wrong type, out of range); the message names
+    the recipe and the key."""
+
 
 @dataclasses.dataclass(frozen=True)
 class DataSettings:
@@ -71,6 +81,22 @@ class Recipe:
     def from_json(cls, text: str) -> "Recipe":
         return cls.from_dict(json.loads(text))
 
+    def validate(self, *, tasks=None, models=None) -> "Recipe":
+        """This recipe, after checking every value before anything is generated or read.
+
+        tasks, models: the valid task and model names (e.g. `hms_keras.tasks.TASKS`,
+        `hms_keras.models.MODELS`); not checked when None. Raises RecipeError naming the recipe
+        and every offending key: a value of the wrong type, an empty or repeated fold or seed,
+        a fold outside `range(data.n_folds)`, a negative seed, a non-positive batch size, epoch
+        count or learning rate, an unknown schedule, checkpoint or mixed-precision policy.
+        """
+        problems = _type_problems(self, "")
+        if not problems:  # the range checks compare values, so they need the right types
+            problems = _value_problems(self, tasks, models)
+        if problems:
+            raise RecipeError(f"recipe {self.name!r}: " + "; ".join(problems))
+        return self
+
     def min_weight_schedule(self) -> list[float]:
         """The loss's min-weight threshold for each epoch (0 = every sample counts)."""
         return [
@@ -79,12 +105,99 @@ class Recipe:
         ]
 
 
+def _type_problems(section, prefix: str) -> list[str]:
+    """`<key> must be <type>` for every field of the dataclass `section` whose value has the wrong type."""
+    problems = []
+    for name, hint in typing.get_type_hints(type(section)).items():
+        value, key = getattr(section, name), prefix + name
+        if dataclasses.is_dataclass(hint):
+            if isinstance(value, hint):
+                problems += _type_problems(value, f"{key}.")
+            else:
+                problems.append(f"{key} must be a {hint.__name__} section, got {value!r}")
+        elif not _has_type(value, hint):
+            problems.append(f"{key} must be {_type_name(hint)}, got {value!r}")
+    return problems
+
+
+def _has_type(value, hint) -> bool:
+    origin, args = typing.get_origin(hint), typing.get_args(hint)
+    if origin in (typing.Union, types.UnionType):
+        return any(_has_type(value, arg) for arg in args)
+    if origin is tuple:
+        return isinstance(value, tuple) and all(_has_type(item, args[0]) for item in value)
+    if origin is dict:
+        return isinstance(value, dict)
+    if hint is type(None):
+        return value is None
+    if isinstance(value, bool):  # a bool is an int to Python, never to a recipe
+        return hint is bool
+    if hint is float:
+        return isinstance(value, (int, float))
+    return isinstance(value, hint)
+
+
+def _value_problems(recipe: Recipe, tasks, models) -> list[str]:
+    """What is wrong with the values of a well-typed recipe (see `Recipe.validate`)."""
+    data, train = recipe.data, recipe.train
+    checks = [
+        (recipe.name not in ("", ".", "..") and "/" not in recipe.name and "\\" not in recipe.name,
+         f"name must be usable as a folder name, got {recipe.name!r}"),
+        (tasks is None or recipe.task in tasks, f"task must be one of {sorted(tasks or ())}, got {recipe.task!r}"),
+        (models is None or recipe.model in models,
+         f"model must be one of {sorted(models or ())}, got {recipe.model!r}"),
+        (data.n_folds >= 2, f"data.n_folds must be at least 2, got {data.n_folds}"),
+        (data.synthetic_eegs >= 1, f"data.synthetic_eegs must be at least 1, got {data.synthetic_eegs}"),
+        (data.worker_count >= 0, f"data.worker_count must be at least 0, got {data.worker_count}"),
+        (train.epochs >= 1, f"train.epochs must be at least 1, got {train.epochs}"),
+        (train.batch_size >= 1, f"train.batch_size must be at least 1, got {train.batch_size}"),
+        (train.learning_rate > 0, f"train.learning_rate must be positive, got {train.learning_rate}"),
+        (train.weight_decay >= 0, f"train.weight_decay must be at least 0, got {train.weight_decay}"),
+        (train.epsilon > 0, f"train.epsilon must be positive, got {train.epsilon}"),
+        (train.schedule in SCHEDULES, f"train.schedule must be one of {list(SCHEDULES)}, got {train.schedule!r}"),
+        (0 <= train.min_weight <= 1, f"train.min_weight must be within 0..1 (votes / 28), got {train.min_weight}"),
+        (train.min_weight_from_epoch >= 0,
+         f"train.min_weight_from_epoch must be at least 0, got {train.min_weight_from_epoch}"),
+        (train.checkpoint in CHECKPOINTS,
+         f"train.checkpoint must be one of {list(CHECKPOINTS)}, got {train.checkpoint!r}"),
+        (train.early_stopping_patience is None or train.early_stopping_patience >= 1,
+         f"train.early_stopping_patience must be at least 1 or none, got {train.early_stopping_patience}"),
+        (train.mixed_precision in MIXED_PRECISION_POLICIES,
+         f"train.mixed_precision must be one of {list(MIXED_PRECISION_POLICIES)}, got {train.mixed_precision!r}"),
+    ]
+    problems = [message for ok, message in checks if not ok]
+    problems += _grid_problems("folds", "fold", recipe.folds)
+    problems += _grid_problems("seeds", "seed", recipe.seeds)
+    outside = [fold for fold in recipe.folds if not 0 <= fold < data.n_folds]
+    if outside and data.n_folds >= 2:
+        problems.append(
+            f"folds {_listed(outside)} out of range for data.n_folds={data.n_folds} (folds are 0..{data.n_folds - 1})"
+        )
+    outside = [seed for seed in recipe.seeds if not 0 <= seed <= MAX_SEED]
+    if outside:
+        problems.append(f"seeds {_listed(outside)} out of range (seeds are 0..{MAX_SEED})")
+    return problems
+
+
+def _grid_problems(key: str, noun: str, values: tuple[int, ...]) -> list[str]:
+    if not values:
+        return [f"{key} is empty (give at least one {noun})"]
+    repeated = sorted({value for value in values if values.count(value) > 1})
+    return [f"{key} lists {noun} {_listed(repeated)} more than once"] if repeated else []
+
+
+def _listed(values) -> str:
+    return ",".join(str(value) for value in values)
+
+
 def _from_dict(cls, values: dict[str, Any]):
+    if not isinstance(values, dict):
+        raise RecipeError(f"{cls.__name__} must be a JSON object of keys and values, got {type(values).__name__}")
     hints = typing.get_type_hints(cls)
     known = {field.name for field in dataclasses.fields(cls)}
     unknown = set(values) - known
     if unknown:
-        raise ValueError(f"unknown {cls.__name__} keys {sorted(unknown)}; valid keys: {sorted(known)}")
+        raise RecipeError(f"unknown {cls.__name__} keys {sorted(unknown)}; valid keys: {sorted(known)}")
     kwargs = {}
     for name, value in values.items():
         hint = hints[name]
@@ -120,15 +233,15 @@ def apply_overrides(recipe: Recipe, assignments: list[str]) -> Recipe:
 
     `model_args.<name>=<value>` sets a keyword argument of the model builder (value parsed as
     JSON when it is JSON, e.g. `1.5`, `null`, `"a"`, else kept as a string, e.g. a path).
-    Unknown keys and values that do not parse as the field's type raise ValueError listing the
-    valid keys.
+    Unknown keys and values that do not parse as the field's type raise RecipeError (a
+    ValueError) listing the valid keys; `Recipe.validate` checks the values' ranges.
     """
     keys = override_keys(recipe)
     for assignment in assignments:
         key, sep, text = assignment.partition("=")
         key = key.strip()
         if not sep:
-            raise ValueError(f"override {assignment!r} is not of the form key=value")
+            raise RecipeError(f"override {assignment!r} is not of the form key=value")
         if key.startswith(MODEL_ARGS_PREFIX) and len(key) > len(MODEL_ARGS_PREFIX):
             recipe = dataclasses.replace(
                 recipe, model_args={**recipe.model_args, key[len(MODEL_ARGS_PREFIX) :]: _parse_json_or_text(text)}
@@ -136,7 +249,7 @@ def apply_overrides(recipe: Recipe, assignments: list[str]) -> Recipe:
             continue
         if key not in keys:
             valid = ", ".join(f"{name} ({_type_name(hint)})" for name, hint in keys.items())
-            raise ValueError(f"unknown recipe key {key!r}; valid keys: {valid}")
+            raise RecipeError(f"unknown recipe key {key!r}; valid keys: {valid}")
         value = _parse(text.strip(), keys[key], key)
         section, _, field = key.rpartition(".")
         if section:
@@ -170,7 +283,7 @@ def _parse(text: str, hint, key: str):
             return text.lower() in ("true", "1")
         return hint(text)
     except ValueError:
-        raise ValueError(f"recipe key {key!r} expects {_type_name(hint)}, got {text!r}") from None
+        raise RecipeError(f"recipe key {key!r} expects {_type_name(hint)}, got {text!r}") from None
 
 
 def _type_name(hint) -> str:

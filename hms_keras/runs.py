@@ -186,3 +186,34 @@ def software_versions() -> dict:
     except (OSError, subprocess.SubprocessError):
         versions["git_commit"] = None
     return versions
+
+
+def load_model(run_dir_path) -> keras.Model:
+    """The run's `model.keras`, loaded with `compile=False` (a file saved under any Keras backend
+    loads under any other) and Keras's `safe_mode` on (no code stored in the file runs).
+
+    Raises RunFolderError naming the file when it is missing, not a complete `.keras` archive
+    (e.g. truncated), or holds what Keras cannot rebuild: an unknown layer, unreadable weights,
+    or a layer that safe mode refuses (a `Lambda` layer's stored Python code).
+    """
+    import zipfile  # here, not at the top: this function is the only user
+
+    path = Path(run_dir_path) / MODEL_FILE
+    if not path.is_file():
+        raise RunFolderError(f"{path}: file not found")
+    if not zipfile.is_zipfile(path):  # Keras says "File not found" for a truncated archive
+        raise RunFolderError(
+            f"{path}: not a complete .keras file (truncated or corrupt); train or convert the run again"
+        )
+    try:
+        return keras.models.load_model(path, compile=False, safe_mode=True)
+    except (ValueError, TypeError, KeyError, OSError, EOFError, zipfile.BadZipFile) as error:
+        detail = " ".join(str(error).split())
+        if "safe_mode" in detail:  # Keras's refusal to deserialize code, e.g. a Lambda layer's function
+            raise RunFolderError(
+                f"{path}: refused by Keras's safe mode, which runs no code from model files "
+                f"({detail.split('. ')[0]}); only models without stored code (such as Lambda layers) load here"
+            ) from error
+        raise RunFolderError(
+            f"{path}: Keras cannot load this model ({type(error).__name__}: {detail}); train or convert the run again"
+        ) from error

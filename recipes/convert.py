@@ -14,6 +14,7 @@ the converted logits equal the original's within 1e-6 (README, "Fidelity"). Need
 """
 
 import argparse
+import os
 import sys
 from pathlib import Path
 
@@ -25,7 +26,7 @@ from hms_keras.convert import (
     write_converted_run,
 )
 from hms_keras.recipe import apply_overrides
-from hms_keras.runs import RunFolderError
+from recipes import cli
 from recipes.registry import get_recipe
 
 
@@ -38,31 +39,47 @@ def parse_args(argv):
     source.add_argument("--original-runs", help="the original's experiment folder (fold_<k>/seed_<s>/model/...)")
     parser.add_argument("--out", required=True, help="the .keras file, or the run folder to create (tree mode)")
     parser.add_argument("--data-dir", help="data folder recorded in the runs' recipe (default: embedded dataset)")
+    cli.add_debug_option(parser)
     return parser.parse_args(argv)
 
 
 def main(argv=None) -> int:
-    args = parse_args(argv)
+    return cli.run(convert, parse_args(argv))
+
+
+def convert(args) -> int:
     out = Path(args.out)
-    try:
-        if args.checkpoint:
-            if out.suffix != ".keras":
-                raise CheckpointError(f"{out}: the output model must be a .keras file")
-            out.parent.mkdir(parents=True, exist_ok=True)
-            convert_v5_checkpoint(args.checkpoint).save(out)
-            print(f"wrote {out}")
-            return 0
-        checkpoints = find_original_checkpoints(args.original_runs)
-        overrides = [f"name={out.name}"] + ([f"data.data_dir={args.data_dir}"] if args.data_dir else [])
-        recipe = apply_overrides(get_recipe("v5_eeg_cutmix"), overrides)
-        for (fold, seed), checkpoint in checkpoints.items():
-            run_dir = write_converted_run(checkpoint, recipe, fold, seed, out)
-            print(f"fold {fold} seed {seed}: {checkpoint} -> {run_dir}")
-    except (CheckpointError, RunFolderError) as error:
-        print(f"error: {error}", file=sys.stderr)
-        return 2
+    if args.checkpoint:
+        if out.suffix != ".keras":
+            raise CheckpointError(f"{out}: the output model must be a .keras file")
+        save_atomically(convert_v5_checkpoint(args.checkpoint), out)
+        print(f"wrote {out}")
+        return 0
+    if args.data_dir:
+        cli.check_data_dir(args.data_dir)
+    overrides = [f"name={out.name}"] + ([f"data.data_dir={args.data_dir}"] if args.data_dir else [])
+    recipe = cli.check_recipe(apply_overrides(get_recipe("v5_eeg_cutmix"), overrides))
+    checkpoints = find_original_checkpoints(args.original_runs)
+    for (fold, seed), checkpoint in checkpoints.items():
+        run_dir = write_converted_run(checkpoint, recipe, fold, seed, out)
+        print(f"fold {fold} seed {seed}: {checkpoint} -> {run_dir}")
     print(f"converted {len(checkpoints)} run(s) into {out}; predict with python -m recipes.predict --runs {out}")
     return 0
+
+
+def save_atomically(model, path: Path) -> None:
+    """`model.save(path)` through a temporary `.keras` file in the same folder, renamed into place
+    when complete: a failed or interrupted save leaves no partial model."""
+    temporary = path.with_name(f".{path.stem}.{os.getpid()}.partial.keras")  # Keras wants the suffix
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        model.save(temporary)
+        os.replace(temporary, path)
+    except OSError as error:
+        raise cli.UsageError(f"{path}: cannot write the model ({error}); check --out") from error
+    finally:
+        if temporary.exists():
+            temporary.unlink()
 
 
 if __name__ == "__main__":

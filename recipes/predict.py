@@ -10,13 +10,14 @@ in probability space. The submission has test.csv's eeg_id order and rows that s
 """
 
 import argparse
+import os
 import sys
 from pathlib import Path
 
 import hms_keras  # noqa: F401  first: applies hms_keras.runtime's settings while this process has one thread
-from hms_keras.data.hms import HmsDataError
 from hms_keras.inference import Ensemble, score_out_of_fold
-from hms_keras.runs import RunFolderError
+from hms_keras.runs import DESCRIPTION_FILE, RunFolderError, finished_runs
+from recipes import cli
 
 
 def parse_args(argv):
@@ -28,19 +29,16 @@ def parse_args(argv):
     parser.add_argument("--out", default="submission.csv", help="submission file to write (default: submission.csv)")
     parser.add_argument("--oof", action="store_true", help="score the out-of-fold predictions instead of predicting")
     parser.add_argument("--batch-size", type=int, default=32)
+    cli.add_debug_option(parser)
     return parser.parse_args(argv)
 
 
 def main(argv=None) -> int:
-    args = parse_args(argv)
-    try:
-        return predict(args)
-    except (HmsDataError, RunFolderError) as error:
-        print(f"error: {error}", file=sys.stderr)
-        return 2
+    return cli.run(predict, parse_args(argv))
 
 
 def predict(args) -> int:
+    check_inputs(args)
     if args.oof:
         scores = score_out_of_fold(args.runs, args.data_dir)
         print("out-of-fold scores (KL divergence, lower is better; prior_* = class-prior baseline)")
@@ -49,10 +47,49 @@ def predict(args) -> int:
     ensemble = Ensemble.load(args.runs)
     submission = ensemble.predict_test(args.data_dir, batch_size=args.batch_size)
     out = Path(args.out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    submission.to_csv(out, index=False)
+    write_csv_atomically(submission, out)
     print(f"wrote {out}: {len(submission)} EEGs, ensemble of {len(ensemble.models)} {ensemble.recipe.name} models")
     return 0
+
+
+def check_inputs(args) -> None:
+    """The cheap checks, before any model is loaded or data is read: --batch-size, --out,
+    --data-dir, and the run folders (their recipe.json files, one task, the data folder they
+    recorded when --data-dir is not given)."""
+    if args.batch_size < 1:
+        raise cli.UsageError(f"--batch-size {args.batch_size}: must be at least 1")
+    if not args.oof:
+        out = Path(args.out)
+        folder = next(path for path in (out.absolute().parent, *out.absolute().parents) if path.exists())
+        if out.is_dir() or not folder.is_dir() or not os.access(folder, os.W_OK):
+            raise cli.UsageError(f"{out}: cannot write a submission file there; check --out")
+    needed = "train.csv" if args.oof else "test.csv"
+    if args.data_dir is not None:
+        cli.check_data_dir(args.data_dir, needed)
+    run_dirs = finished_runs(args.runs)
+    recipes = [cli.check_run_recipe(run_dir) for run_dir in run_dirs]
+    tasks = sorted({recipe.task for recipe in recipes})
+    if len(tasks) > 1:
+        raise RunFolderError(f"{args.runs}: holds runs of different tasks {tasks}; give --runs one recipe's folder")
+    if args.data_dir is None and recipes[0].data.data_dir is not None:
+        recorded = run_dirs[0] / DESCRIPTION_FILE
+        cli.check_data_dir(recipes[0].data.data_dir, needed, origin=f"data.data_dir in {recorded} (or pass --data-dir)")
+
+
+def write_csv_atomically(frame, path: Path) -> None:
+    """Write `frame` to `path` as CSV through a temporary file in the same folder, renamed into
+    place when complete: a failed or interrupted write leaves no partial file, and an older
+    file as it was."""
+    temporary = path.with_name(f".{path.name}.{os.getpid()}.partial")  # mkstemp's would be private (0600)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        frame.to_csv(temporary, index=False)
+        os.replace(temporary, path)
+    except OSError as error:
+        raise cli.UsageError(f"{path}: cannot write the submission ({error}); check --out") from error
+    finally:
+        if temporary.exists():  # not unlink(missing_ok=True): that raises when path.parent is a file
+            temporary.unlink()
 
 
 if __name__ == "__main__":

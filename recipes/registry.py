@@ -1,6 +1,6 @@
 """The recipe table: `RECIPES` maps a recipe name to its variants; see `recipes.train`."""
 
-from hms_keras.recipe import Recipe
+from hms_keras.recipe import Recipe, RecipeError
 from recipes import spec_resnet34d, v5_eeg_cutmix
 
 RECIPES = {
@@ -14,7 +14,7 @@ def get_recipe(spec: str) -> Recipe:
     name, _, variant = spec.partition(":")
     variant = variant or "default"
     if name not in RECIPES:
-        raise ValueError(f"unknown recipe {name!r}; choose from {sorted(RECIPES)}")
+        raise RecipeError(f"unknown recipe {name!r}; choose from {sorted(RECIPES)}")
     if variant not in RECIPES[name]:
-        raise ValueError(f"recipe {name!r} has no variant {variant!r}; choose from {sorted(RECIPES[name])}")
+        raise RecipeError(f"recipe {name!r} has no variant {variant!r}; choose from {sorted(RECIPES[name])}")
     return RECIPES[name][variant]

@@ -10,10 +10,12 @@ oof.parquet); finished folders are skipped, so an interrupted command resumes wh
 
 import argparse
 import sys
+from pathlib import Path
 
 import hms_keras  # noqa: F401  first: applies hms_keras.runtime's settings while this process has one thread
 from hms_keras.recipe import apply_overrides, override_keys
 from hms_keras.training import train_recipe
+from recipes import cli
 from recipes.registry import RECIPES, get_recipe
 
 
@@ -35,11 +37,16 @@ def parse_args(argv):
     parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                         help="override a recipe value (repeatable), e.g. train.epochs=3")
     parser.add_argument("--workdir", default="runs", help="where run folders go (default: runs)")
+    cli.add_debug_option(parser)
     return parser.parse_args(argv)
 
 
 def main(argv=None) -> int:
-    args = parse_args(argv)
+    return cli.run(train, parse_args(argv))
+
+
+def train(args) -> int:
+    """Check the recipe, data folder and workdir (cheap, before any data is generated), then train."""
     overrides = list(args.overrides)
     if args.data_dir:
         overrides.append(f"data.data_dir={args.data_dir}")
@@ -47,11 +54,12 @@ def main(argv=None) -> int:
         overrides.append(f"folds={args.folds}")
     if args.seeds:
         overrides.append(f"seeds={args.seeds}")
-    try:
-        recipe = apply_overrides(get_recipe(args.recipe), overrides)
-    except ValueError as error:
-        print(f"error: {error}", file=sys.stderr)
-        return 2
+    recipe = cli.check_recipe(apply_overrides(get_recipe(args.recipe), overrides))
+    if recipe.data.data_dir is not None:
+        cli.check_data_dir(recipe.data.data_dir, "train.csv", origin="--data-dir (data.data_dir)")
+    workdir = Path(args.workdir)
+    if workdir.exists() and not workdir.is_dir():
+        raise cli.UsageError(f"{workdir}: not a folder; --workdir names the folder run folders go into")
     scores = train_recipe(recipe, args.workdir)
     print(f"\n{recipe.name}: out-of-fold scores (KL divergence, lower is better; prior_* = class-prior baseline)")
     print(scores.to_string(index=False, float_format=lambda value: f"{value:.4f}"))

@@ -1,8 +1,13 @@
-"""Recipes: lookup, overrides with type checking, JSON round trip, the min-vote schedule."""
+"""Recipes: lookup, overrides with type checking, validation, JSON round trip, the min-vote schedule."""
+
+import dataclasses
+import re
 
 import pytest
 
-from hms_keras.recipe import Recipe, apply_overrides
+from hms_keras.models import MODELS
+from hms_keras.recipe import Recipe, RecipeError, apply_overrides
+from hms_keras.tasks import TASKS
 from recipes.registry import RECIPES, get_recipe
 
 
@@ -59,3 +64,32 @@ def test_from_dict_rejects_unknown_keys():
     values["train"]["bogus"] = 1
     with pytest.raises(ValueError, match="bogus"):
         Recipe.from_dict(values)
+
+
+def test_every_recipe_variant_is_valid():
+    for variants in RECIPES.values():
+        for recipe in variants.values():
+            assert recipe.validate(tasks=TASKS, models=MODELS) is recipe
+
+
+@pytest.mark.parametrize(
+    "changes, message",
+    [
+        ({"folds": ()}, "folds is empty (give at least one fold)"),
+        ({"seeds": (0, 1, 0)}, "seeds lists seed 0 more than once"),
+        ({"train.epochs": True}, "train.epochs must be int, got True"),
+        ({"train.mixed_precision": "float16"}, "train.mixed_precision must be one of"),
+        ({"train.checkpoint": "first", "data.n_folds": 1}, "data.n_folds must be at least 2, got 1; train.checkpoint"),
+        ({"name": "../elsewhere"}, "name must be usable as a folder name"),
+    ],
+)
+def test_validate_names_every_offending_key(changes, message):
+    recipe = get_recipe("v5_eeg_cutmix:quick")
+    for key, value in changes.items():
+        section, _, field = key.rpartition(".")
+        if section:
+            value = dataclasses.replace(getattr(recipe, section), **{field: value})
+            field = section
+        recipe = dataclasses.replace(recipe, **{field: value})
+    with pytest.raises(RecipeError, match=re.escape(message)):
+        recipe.validate()
