@@ -11,9 +11,10 @@ import pytest
 from hms_keras import constants
 from hms_keras.data import montage, pipeline, transforms
 from hms_keras.data.cache import EegCache, build_eeg_cache
-from hms_keras.data.hms import HmsDataError, HmsLayout, read_spectrogram
+from hms_keras.data.hms import HmsDataError, HmsLayout, read_eeg, read_spectrogram
 from hms_keras.data.labels import first_row_per_spectrogram, sample_eval_rows, v5_targets, vote_targets
 from hms_keras.data.preprocess import normalize_spectrogram, spectrogram_window
+from hms_keras.tasks.v5_eeg import eeg_inputs
 
 N_TRAIN_EEGS = 12
 BATCH = 4
@@ -327,6 +328,16 @@ def test_eval_on_test_eegs_reads_the_window_from_frame_zero(data):
     assert set(inputs) == {"eeg", "mask"} and inputs["eeg"].shape == (2, 512, 18)
     window = data["test_cache"].window(order["eeg_id"].iloc[1], 0, 2000)
     np.testing.assert_array_equal(inputs["eeg"][1], transforms.front_end(*transforms.pad_window(window))["eeg"])
+
+
+def test_eeg_inputs_of_a_raw_recording_equal_the_eval_pipeline_inputs(data):
+    rows = data["targets"].iloc[:BATCH]
+    ((inputs, _),) = list(pipeline.make_v5_eval_dataset(data["train_cache"], rows, batch_size=BATCH)[0])
+    for i, (_, row) in enumerate(rows.iterrows()):
+        raw = read_eeg(data["layout"].eeg_path("train", row["eeg_id"]))  # (time, 20) µV
+        single = eeg_inputs(raw, row["eeg_label_offset_seconds"])  # {"eeg", "mask"}: (1, 512, 18) each
+        for name in ("eeg", "mask"):
+            np.testing.assert_array_equal(single[name][0], inputs[name][i], err_msg=f"row {i} {name}")
 
 
 # --- spectrograms ----------------------------------------------------------------------------

@@ -126,6 +126,14 @@ def _write_atomically(path: Path, write) -> None:
     os.replace(tmp, path)
 
 
+def preprocess_recording(raw_uv) -> np.ndarray:
+    """`preprocess.preprocess_eeg` of one raw recording in the layout this cache stores and hands
+    out windows of: (frames, 2, 19) float16 at 40 Hz, `[:, 0]` = the 19 probes in mV, `[:, 1]` =
+    their CQF (ARRAY_LAYOUT). raw_uv and errors as for `preprocess_eeg`."""
+    signal, cqf = preprocess_eeg(raw_uv)  # (frames, 19) float16 each
+    return np.stack([signal, cqf], axis=1)  # (frames, 2, 19)
+
+
 def _cache_one(eeg_path: Path, out_path: Path) -> None:
     """Read, preprocess and store one recording, then its source record (runs in a worker process
     or in-process). The record is taken before the read: a file that changes during the read
@@ -136,10 +144,9 @@ def _cache_one(eeg_path: Path, out_path: Path) -> None:
         raise HmsDataError(f"{eeg_path}: file not found") from err
     raw = read_eeg(eeg_path)  # (time, 20) float32 µV, 200 Hz, masked at parquet nulls
     try:
-        signal, cqf = preprocess_eeg(raw)  # (frames, 19) float16 each
+        stacked = preprocess_recording(raw)  # (frames, 2, 19) float16
     except ValueError as err:
         raise HmsDataError(f"{eeg_path}: cannot preprocess: {err}") from err
-    stacked = np.stack([signal, cqf], axis=1)  # (frames, 2, 19) float16
     _write_atomically(out_path, lambda handle: np.save(handle, stacked))
     encoded = json.dumps(record).encode()
     _write_atomically(_record_path(out_path), lambda handle: handle.write(encoded))
@@ -356,13 +363,21 @@ class EegCache:
                 f"{self.cache_dir / f'{int(eeg_id)}.npy'}: window start frame {start_frame} is outside "
                 f"the recording's {array.shape[0]} frames"
             )
-        window = np.asarray(array[start_frame : start_frame + n_frames], dtype=np.float32)  # (<= n, 2, 19)
-        missing = n_frames - window.shape[0]
-        if missing == 0:
-            return window
-        signal = np.pad(window[:, 0], ((0, missing), (0, 0)), mode="reflect")  # (n_frames, 19)
-        cqf = np.pad(window[:, 1], ((0, missing), (0, 0)))  # (n_frames, 19)
-        return np.stack([signal, cqf], axis=1)  # (n_frames, 2, 19)
+        return recording_window(array, start_frame, n_frames)  # (n_frames, 2, 19)
+
+
+def recording_window(recording: np.ndarray, start_frame: int, n_frames: int) -> np.ndarray:
+    """Frames [start_frame, start_frame + n_frames) of a preprocessed recording (frames, 2, 19)
+    (`preprocess_recording`, any float dtype) as (n_frames, 2, 19) float32. When the
+    recording ends earlier, the signal is reflect-padded and the CQF zero-padded to n_frames, as
+    the reference pads a short window. start_frame must lie inside the recording."""
+    window = np.asarray(recording[start_frame : start_frame + n_frames], dtype=np.float32)  # (<= n, 2, 19)
+    missing = n_frames - window.shape[0]
+    if missing == 0:
+        return window
+    signal = np.pad(window[:, 0], ((0, missing), (0, 0)), mode="reflect")  # (n_frames, 19)
+    cqf = np.pad(window[:, 1], ((0, missing), (0, 0)))  # (n_frames, 19)
+    return np.stack([signal, cqf], axis=1)  # (n_frames, 2, 19)
 
 
 def _rebuild_hint(cache_dir: Path, manifest: dict) -> str:

@@ -30,7 +30,7 @@ from hms_keras.data.cutmix import CutMix
 from hms_keras.data.hms import HmsDataError, HmsLayout, read_spectrogram
 from hms_keras.data.labels import TARGET_COLUMNS, first_row_per_spectrogram, v5_targets, vote_probabilities
 from hms_keras.data.preprocess import normalize_spectrogram, spectrogram_window
-from hms_keras.data.transforms import AugmentMonopolar, V5FrontEnd, pad_window
+from hms_keras.data.transforms import AugmentMonopolar, V5FrontEnd, pad_window, window_inputs
 from hms_keras.target_layout import with_threshold
 
 # Background threads per process that prepare batches ahead of the consumer.
@@ -84,8 +84,8 @@ class DrawLabelRow(grain.transforms.RandomMap):
 
 class ReadV5Window(grain.transforms.Map):
     """Row position -> record {"signal": (2048, 19) float32 mV, "cqf": (2048, 19) float32,
-    "y": (2, 8) float32}; the row's 50 s window read from the cache and right-padded.
-    Without targets (y=None) the record has no "y"."""
+    "y": (2, 8) float32}; the row's 50 s window read from the cache and right-padded, ready for
+    the augmentations. Without targets (y=None) the record has no "y"."""
 
     def __init__(self, cache: EegCache, eeg_ids: np.ndarray, start_frames: np.ndarray, y: np.ndarray | None):
         self.cache = cache
@@ -93,13 +93,26 @@ class ReadV5Window(grain.transforms.Map):
         self.start_frames = start_frames
         self.y = y
 
+    def window(self, element: int) -> np.ndarray:
+        """(2000, 2, 19) float32: the row's 50 s window as the cache hands it out."""
+        return self.cache.window(self.eeg_ids[element], self.start_frames[element], constants.WINDOW_FRAMES)
+
     def map(self, element: int) -> dict[str, np.ndarray]:
-        window = self.cache.window(self.eeg_ids[element], self.start_frames[element], constants.WINDOW_FRAMES)
-        signal, cqf = pad_window(window)
+        signal, cqf = pad_window(self.window(element))
         record = {"signal": signal, "cqf": cqf}
         if self.y is not None:
             record["y"] = self.y[element]
         return record
+
+
+class ReadV5Inputs(ReadV5Window):
+    """Row position -> (inputs, y (2, 8) float32), or the inputs dict alone when y is None: the
+    row's window through `transforms.window_inputs` (no augmentation), as `tasks.v5_eeg.eeg_inputs`
+    turns a recording into model inputs."""
+
+    def map(self, element: int) -> tuple[dict[str, np.ndarray], np.ndarray] | dict[str, np.ndarray]:
+        inputs = window_inputs(self.window(element))  # {"eeg", "mask"}: (512, 18) each
+        return inputs if self.y is None else (inputs, self.y[element])
 
 
 class SetMinWeightThreshold(grain.transforms.MapWithIndex):
@@ -240,8 +253,7 @@ def make_v5_eval_dataset(
     y = v5_targets(rows) if set(TARGET_COLUMNS) <= set(rows.columns) else None
     dataset = (
         grain.MapDataset.range(len(rows))
-        .map(ReadV5Window(cache, eeg_ids, start_frames, y))
-        .map(V5FrontEnd())
+        .map(ReadV5Inputs(cache, eeg_ids, start_frames, y))
         .batch(batch_size, drop_remainder=False)
     )
     return _iterate(dataset, worker_count), rows

@@ -5,6 +5,8 @@ A record starts as one cached 50 s window, `(2000, 2, 19) float32` ([:, 0] = sig
 the model inputs `{"eeg": (512, 18) float32 mV, "mask": (512, 18) float32}` (time, bipolar
 channels in `constants.BIPOLAR_PAIRS` order).
 
+Training pads the window (`pad_window`), augments it (`augment_monopolar`) and runs the
+`front_end`; evaluation and inference skip the augmentations: `window_inputs`.
 Every augmentation is a pure function of arrays and a `np.random.Generator`; inputs are never
 modified. `AugmentMonopolar` and `V5FrontEnd` are the thin picklable Grain wrappers.
 """
@@ -112,6 +114,13 @@ def front_end(signal: np.ndarray, cqf: np.ndarray) -> dict[str, np.ndarray]:
     """
     eeg = highpass_clip(bipolar_signal(signal[: CROP.stop]))  # (1256, 18)
     return {"eeg": eeg[CROP], "mask": bipolar_mask(cqf[CROP])}  # (512, 18) each
+
+
+def window_inputs(window: np.ndarray) -> dict[str, np.ndarray]:
+    """The unaugmented model inputs of one cached window (evaluation, inference): `pad_window`,
+    then `front_end`. window: (frames <= 2048, 2, 19) float32. Returns {"eeg": (512, 18) float32
+    mV, "mask": (512, 18) float32}."""
+    return front_end(*pad_window(window))
 
 
 class AugmentMonopolar(grain.transforms.RandomMap):

@@ -7,13 +7,12 @@ import numpy as np
 import pandas as pd
 
 from hms_keras import constants
-from hms_keras.data.cache import EegCache, build_eeg_cache
+from hms_keras.data.cache import EegCache, build_eeg_cache, preprocess_recording, recording_window
 from hms_keras.data.folds import patient_group_folds
 from hms_keras.data.hms import read_eeg
 from hms_keras.data.labels import PROB_COLUMNS, sample_eval_rows, vote_targets
 from hms_keras.data.pipeline import make_v5_eval_dataset, make_v5_train_dataset
-from hms_keras.data.preprocess import preprocess_eeg
-from hms_keras.data.transforms import front_end, pad_window
+from hms_keras.data.transforms import window_inputs
 from hms_keras.losses import VoteWeightedKLDivergence
 from hms_keras.metrics import (
     LOGIT_COLUMNS,
@@ -39,14 +38,14 @@ def eeg_inputs(raw_uv: np.ndarray, offset_seconds: float = 0.0) -> dict[str, np.
 
     raw_uv: (time, 20) µV at 200 Hz in constants.EEG_COLUMNS order, masked at parquet nulls as
     `hms.read_eeg` returns it (NaN in a plain array is not interpolated: `preprocess_eeg`);
-    the 50 s window starts `offset_seconds` into it (0 for a Kaggle test EEG).
+    the 50 s window starts `offset_seconds` into it (0 for a Kaggle test EEG). The same steps as
+    the evaluation pipeline (`pipeline.ReadV5Inputs`) on the recording's cache file.
     """
-    signal, cqf = preprocess_eeg(raw_uv)  # (frames, 19) each, 40 Hz
+    recording = preprocess_recording(raw_uv)  # (frames, 2, 19) float16, 40 Hz, as cached
     start = int(offset_seconds * constants.SAMPLING_RATE_HZ)
-    if start + constants.WINDOW_FRAMES > len(signal):
-        raise ValueError(f"a 50 s window at {offset_seconds} s does not fit a {len(signal) / 40:.1f} s recording")
-    window = np.stack([signal, cqf], axis=1)[start : start + constants.WINDOW_FRAMES].astype(np.float32)  # (2000, 2, 19)
-    inputs = front_end(*pad_window(window))  # {"eeg", "mask"}: (512, 18) each
+    if start + constants.WINDOW_FRAMES > len(recording):
+        raise ValueError(f"a 50 s window at {offset_seconds} s does not fit a {len(recording) / 40:.1f} s recording")
+    inputs = window_inputs(recording_window(recording, start, constants.WINDOW_FRAMES))  # (512, 18) each
     return {name: array[None] for name, array in inputs.items()}
 
 
