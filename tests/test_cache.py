@@ -188,6 +188,66 @@ def test_concurrent_builds_take_turns_and_build_each_recording_once(tmp_path):
     EegCache(cache_dir).window(8, 0, 2000)
 
 
+_POOLED_BUILD = """
+import sys, time
+from hms_keras.data import cache
+from hms_keras.data.hms import HmsLayout
+
+def slow(raw, _real=cache.preprocess_eeg):
+    time.sleep(1.0)
+    return _real(raw)
+
+cache.preprocess_eeg = slow  # top level: spawned workers import this file as __mp_main__ and get it too
+cache.MIN_JOBS_PER_WORKER = 1
+if "--no-prctl" in sys.argv:  # the fallback: a thread polling the parent's pid
+    cache._set_parent_death_signal = lambda: False
+
+if __name__ == "__main__":
+    cache.build_eeg_cache(HmsLayout(sys.argv[1]), "train", range(1, 13), cache_dir=sys.argv[2], workers=2)
+"""
+
+
+@pytest.mark.parametrize("how", ["SIGKILL", "SIGKILL --no-prctl", "SIGTERM", "SIGINT to the process group"])
+def test_workers_end_with_the_build(tmp_path, how):
+    psutil = pytest.importorskip("psutil")
+    data_dir = tmp_path / "data"
+    for eeg_id in range(1, 13):
+        write_eeg(data_dir, eeg_id, seed=eeg_id)
+    cache_dir, script = tmp_path / "cache", tmp_path / "pooled_build.py"
+    script.write_text(_POOLED_BUILD)
+    process = subprocess.Popen(
+        [sys.executable, str(script), str(data_dir), str(cache_dir), *how.split()[1:]],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        start_new_session=True,  # its own process group, for the Ctrl-C case
+    )
+    try:
+        deadline = time.monotonic() + 120
+        while not list(cache_dir.glob("*.npy")) and time.monotonic() < deadline:
+            time.sleep(0.05)  # wait until the workers are busy writing
+        children = psutil.Process(process.pid).children(recursive=True)
+        workers = [child for child in children if "spawn_main" in " ".join(child.cmdline())]
+        assert len(workers) == 2, [child.cmdline() for child in children]
+    finally:
+        if how == "SIGINT to the process group":
+            os.killpg(process.pid, signal.SIGINT)
+        else:
+            process.send_signal(getattr(signal, how.split()[0]))
+    process.wait(timeout=30)
+    _, alive = psutil.wait_procs(children, timeout=5)
+    assert not alive, [child.cmdline() for child in alive]  # workers (and multiprocessing's tracker) gone
+
+    def writes():
+        return {path.name: path.stat().st_size for path in cache_dir.iterdir()}
+
+    before = writes()
+    time.sleep(1.0)
+    assert writes() == before  # nothing writes into the cache any more
+    assert len(list(cache_dir.glob("*.npy"))) < 12, "stop the build midway"
+    build_eeg_cache(HmsLayout(data_dir), "train", range(1, 13), cache_dir=cache_dir, workers=1)
+    assert len(file_ids(cache_dir)) == 12 and not list(cache_dir.glob(".*"))
+
+
 def test_stale_manifest_clears_and_rebuilds(layout, tmp_path, caplog):
     cache_dir = build_eeg_cache(layout, "train", [1, 2], cache_dir=tmp_path / "cache", workers=1)
     before = file_ids(cache_dir)

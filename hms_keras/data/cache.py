@@ -22,15 +22,22 @@ after such a swap.
 Builds of one folder take turns: each holds `<cache_dir>/build.lock` (a `filelock` OS lock, freed
 when its holder dies) from its first look at the folder to its last write, so a second process
 started on the same cache waits, saying so once, then finds the work done and does only what is
-left. Temporary files found under the lock are a dead build's, and are deleted.
+left. Temporary files found under the lock are a dead build's, and are deleted. The worker
+processes of a build end with it, however it ends (Ctrl-C, SIGTERM, kill -9): none is left
+running, writing into the cache, after the build is gone.
 """
 
 import contextlib
+import ctypes
 import hashlib
 import json
 import logging
 import multiprocessing
 import os
+import signal
+import sys
+import threading
+import time
 from collections import OrderedDict
 from concurrent.futures import ProcessPoolExecutor, as_completed
 from pathlib import Path
@@ -57,6 +64,8 @@ _MAX_NAMED_FILES = 20
 
 # Spawned workers take seconds to start (imports); below this many recordings each they lose.
 MIN_JOBS_PER_WORKER = 16
+_PR_SET_PDEATHSIG = 1  # <linux/prctl.h>
+_PARENT_POLL_S = 0.5  # how often a worker without prctl checks that its parent is alive
 
 
 def default_cache_dir(layout: HmsLayout, split: str) -> Path:
@@ -278,9 +287,15 @@ def _outdated_or_missing(layout: HmsLayout, split: str, eeg_ids, cache_dir: Path
 
 
 def _run_in_processes(jobs, workers: int, progress) -> None:
-    """Run `_cache_one` over jobs in `workers` spawned processes; stop at the first error."""
+    """Run `_cache_one` over jobs in `workers` spawned processes; stop at the first error.
+
+    The workers end with this process (`_exit_with_parent`). Linux ties that to the thread that
+    started them: this one, which keeps running until the pool is drained.
+    """
     context = multiprocessing.get_context("spawn")  # fork is unsafe once JAX/TF threads exist
-    with ProcessPoolExecutor(max_workers=workers, mp_context=context) as pool:
+    with ProcessPoolExecutor(
+        max_workers=workers, mp_context=context, initializer=_exit_with_parent, initargs=(os.getpid(),)
+    ) as pool:
         futures = [pool.submit(_cache_one, *job) for job in jobs]
         try:
             for future in as_completed(futures):
@@ -289,6 +304,40 @@ def _run_in_processes(jobs, workers: int, progress) -> None:
         except BaseException:
             pool.shutdown(cancel_futures=True)
             raise
+
+
+def _exit_with_parent(parent_pid: int) -> None:
+    """Worker initializer: end this worker as soon as the process that started it ends.
+
+    Without it a build killed with SIGTERM or kill -9 leaves its workers running (~900 MB each)
+    and writing into the cache. On Linux the kernel SIGKILLs the worker when its parent dies
+    (prctl PR_SET_PDEATHSIG); elsewhere a daemon thread polls the parent's pid. SIGINT is
+    ignored: Ctrl-C reaches the whole process group, and the parent's KeyboardInterrupt stops
+    the pool (jobs already running finish, then the workers exit).
+    """
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    if not _set_parent_death_signal():
+        threading.Thread(target=_watch_parent, args=(parent_pid,), name="watch-parent", daemon=True).start()
+    if os.getppid() != parent_pid:  # the parent died before the death signal was armed
+        os._exit(1)
+
+
+def _set_parent_death_signal() -> bool:
+    """Ask Linux to SIGKILL this process when its parent dies; False where prctl is unavailable."""
+    if not sys.platform.startswith("linux"):
+        return False
+    try:
+        libc = ctypes.CDLL(None, use_errno=True)
+        return libc.prctl(_PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0) == 0
+    except (OSError, AttributeError):
+        return False
+
+
+def _watch_parent(parent_pid: int) -> None:
+    """Exit this process at once when its parent is gone (it is re-parented: the pid changes)."""
+    while os.getppid() == parent_pid:
+        time.sleep(_PARENT_POLL_S)
+    os._exit(1)
 
 
 class EegCache:
