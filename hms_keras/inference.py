@@ -38,11 +38,15 @@ class Ensemble:
         """Every finished run under `recipe_dir` (e.g. `runs/v5_eeg_cutmix`)."""
         return cls(runs.finished_runs(recipe_dir))
 
-    def predict_test(self, data_dir=None, *, batch_size: int = 32) -> pd.DataFrame:
+    def predict_test(self, data_dir=None, *, batch_size: int = 32, on_bad_recording: str = "error") -> pd.DataFrame:
         """A submission for `data_dir`'s test.csv (default: the data the models were trained on):
-        `eeg_id` + the six vote columns as probabilities, rows in test.csv order."""
+        `eeg_id` + the six vote columns as probabilities, rows in test.csv order.
+
+        Every test recording is checked before any model runs. Unreadable ones raise one
+        HmsDataError naming them all (on_bad_recording="error"), or their rows get the training
+        class prior, with a warning listing them ("prior"); see `Task.predict_test`."""
         task = self.task if data_dir is None else task_for(self.recipe, data_dir)
-        return task.predict_test(self.models, batch_size=batch_size)
+        return task.predict_test(self.models, batch_size=batch_size, on_bad_recording=on_bad_recording)
 
     def predict_file(self, path, offset_seconds: float = 0.0) -> np.ndarray:
         """(6,) class probabilities (constants.CLASSES order) of one input file, e.g. an EEG

@@ -341,6 +341,24 @@ def test_malformed_recording_stops_the_build_naming_the_file(layout, tmp_path):
     assert sorted(file_ids(cache_dir)) == ["1.npy"]
 
 
+@pytest.mark.parametrize("workers", [1, 2])
+def test_an_errors_dict_collects_every_malformed_recording_and_the_rest_is_built(tmp_path, monkeypatch, workers):
+    monkeypatch.setattr(cache, "MIN_JOBS_PER_WORKER", 1)  # workers=2: the process pool even for 4 recordings
+    data_dir = tmp_path / "data"
+    for eeg_id in range(1, 5):
+        write_eeg(data_dir, eeg_id, seed=eeg_id)
+    layout = HmsLayout(data_dir)
+    layout.eeg_path("train", 2).write_bytes(b"not a parquet file")
+    layout.eeg_path("train", 4).unlink()
+    errors = {}
+    cache_dir = build_eeg_cache(layout, "train", [1, 2, 3, 4], cache_dir=tmp_path / "cache", workers=workers,
+                                errors=errors)
+    assert sorted(errors) == [2, 4] and all(isinstance(error, HmsDataError) for error in errors.values())
+    assert str(errors[2]).startswith(f"{layout.eeg_path('train', 2)}: not a readable parquet file")
+    assert str(errors[4]) == f"{layout.eeg_path('train', 4)}: file not found"
+    assert sorted(file_ids(cache_dir)) == ["1.npy", "3.npy"]
+
+
 # --- EegCache --------------------------------------------------------------------------------------
 
 

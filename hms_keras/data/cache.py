@@ -172,7 +172,9 @@ def _clear(cache_dir: Path) -> None:
     (cache_dir / MANIFEST_NAME).unlink(missing_ok=True)
 
 
-def build_eeg_cache(layout: HmsLayout, split: str, eeg_ids, cache_dir=None, workers: int = 2) -> Path:
+def build_eeg_cache(
+    layout: HmsLayout, split: str, eeg_ids, cache_dir=None, workers: int = 2, *, errors: dict | None = None
+) -> Path:
     """Preprocess every listed recording of a split into `cache_dir`; returns `cache_dir`.
 
     layout: the data folder; split: "train" or "test"; eeg_ids: iterable of ints (duplicates are
@@ -185,7 +187,9 @@ def build_eeg_cache(layout: HmsLayout, split: str, eeg_ids, cache_dir=None, work
     A manifest written with other parameters, cache version or source marks the whole cache
     stale: it is cleared (and logged) and rebuilt.
     Raises HmsDataError naming the file when a recording is malformed; files finished before
-    that stay in place.
+    that stay in place. Given a dict as `errors`, a malformed recording stops nothing: its
+    HmsDataError is stored under its eeg_id, it stays out of the cache, and every other recording
+    is built (so a caller can name all the bad files at once; the dict is filled in place).
 
     Safe to run from several processes at once: builds of one folder take turns on its lock file
     (`build.lock`); one that has to wait logs so once, then finds the others' work done.
@@ -195,7 +199,7 @@ def build_eeg_cache(layout: HmsLayout, split: str, eeg_ids, cache_dir=None, work
     cache_dir = Path(cache_dir) if cache_dir is not None else default_cache_dir(layout, split)
     cache_dir.mkdir(parents=True, exist_ok=True)
     with _build_lock(cache_dir):
-        _build_locked(layout, split, eeg_ids, cache_dir, workers)
+        _build_locked(layout, split, eeg_ids, cache_dir, workers, errors)
     return cache_dir
 
 
@@ -218,7 +222,7 @@ def _build_lock(cache_dir: Path):
         lock.release()
 
 
-def _build_locked(layout: HmsLayout, split: str, eeg_ids, cache_dir: Path, workers: int) -> None:
+def _build_locked(layout: HmsLayout, split: str, eeg_ids, cache_dir: Path, workers: int, errors: dict | None) -> None:
     """`build_eeg_cache` once it holds the folder's lock: nobody else writes in `cache_dir`."""
     expected = _expected_manifest(layout, split)
     found = _read_manifest(cache_dir)
@@ -244,15 +248,19 @@ def _build_locked(layout: HmsLayout, split: str, eeg_ids, cache_dir: Path, worke
             "EEG cache %s: %d source file(s) changed since they were cached, rebuilding them: %s%s",
             cache_dir, len(changed), ", ".join(str(path) for path in changed[:_MAX_NAMED_FILES]), more,
         )
-    jobs = list(jobs.values())
     logger.info("EEG cache %s: %d of %d recordings to preprocess", cache_dir, len(jobs), len(unique_ids))
     with tqdm(total=len(jobs), desc=f"v5 EEG cache ({split})", unit="eeg") as progress:
         if workers <= 1 or len(jobs) < MIN_JOBS_PER_WORKER * workers:
-            for job in jobs:
-                _cache_one(*job)
+            for eeg_id, job in jobs.items():
+                try:
+                    _cache_one(*job)
+                except HmsDataError as error:
+                    if errors is None:
+                        raise
+                    errors[eeg_id] = error
                 progress.update()
         else:
-            _run_in_processes(jobs, workers, progress)
+            _run_in_processes(jobs, workers, progress, errors)
 
 
 def _outdated_or_missing(layout: HmsLayout, split: str, eeg_ids, cache_dir: Path) -> tuple[dict, list[Path]]:
@@ -286,8 +294,9 @@ def _outdated_or_missing(layout: HmsLayout, split: str, eeg_ids, cache_dir: Path
     return jobs, changed
 
 
-def _run_in_processes(jobs, workers: int, progress) -> None:
-    """Run `_cache_one` over jobs in `workers` spawned processes; stop at the first error.
+def _run_in_processes(jobs: dict, workers: int, progress, errors: dict | None) -> None:
+    """Run `_cache_one` over jobs ({eeg_id: arguments}) in `workers` spawned processes; stop at the
+    first error, or store HmsDataErrors in `errors` (by eeg_id) and go on when it is a dict.
 
     The workers end with this process (`_exit_with_parent`). Linux ties that to the thread that
     started them: this one, which keeps running until the pool is drained.
@@ -296,10 +305,15 @@ def _run_in_processes(jobs, workers: int, progress) -> None:
     with ProcessPoolExecutor(
         max_workers=workers, mp_context=context, initializer=_exit_with_parent, initargs=(os.getpid(),)
     ) as pool:
-        futures = [pool.submit(_cache_one, *job) for job in jobs]
+        futures = {pool.submit(_cache_one, *job): eeg_id for eeg_id, job in jobs.items()}
         try:
             for future in as_completed(futures):
-                future.result()
+                try:
+                    future.result()
+                except HmsDataError as error:
+                    if errors is None:
+                        raise
+                    errors[futures[future]] = error
                 progress.update()
         except BaseException:
             pool.shutdown(cancel_futures=True)

@@ -10,7 +10,8 @@ A task owns one data folder's labels, folds and input caches, and offers the tra
 - `predict_validation(model, fold, *, batch_size)`: out-of-fold logits (a DataFrame)
 - `score_oof(oof, fold)` / `score_runs(runs_by_fold)`: CV figures and the class-prior
   baseline on the same rows
-- `predict_test(models, *, batch_size)`: the ensembled submission for test.csv
+- `predict_test(models, *, batch_size, on_bad_recording)`: the ensembled submission for test.csv
+  (unreadable test recordings: one error naming them all, or the class prior for their rows)
 """
 
 from hms_keras.recipe import Recipe

@@ -1,7 +1,9 @@
-"""Shared pieces of the tasks: the data folder, folds, logits frames and per-fold scoring."""
+"""Shared pieces of the tasks: the data folder, folds, logits frames, per-fold scoring and what a
+test row gets when its recording cannot be read."""
 
 import abc
 import functools
+import warnings
 from collections.abc import Iterable, Sequence
 from pathlib import Path
 
@@ -10,7 +12,7 @@ import numpy as np
 import pandas as pd
 
 from hms_keras import runs
-from hms_keras.data.hms import HmsLayout, check_label_windows, read_test_csv, read_train_csv
+from hms_keras.data.hms import HmsDataError, HmsLayout, check_label_windows, read_test_csv, read_train_csv
 from hms_keras.data.synthetic import DEFAULT_EMBEDDED_EEGS, embedded_data_dir
 from hms_keras.metrics import LOGIT_COLUMNS, class_prior, kaggle_kl_score, submission_frame
 
@@ -39,6 +41,24 @@ def baseline_prior(train_rows: pd.DataFrame) -> np.ndarray:
     (and renormalised) so that a class absent from a small training split still has a logit."""
     prior = np.maximum(class_prior(train_rows), 1e-6)
     return prior / prior.sum()
+
+
+# What `Task.predict_test` does with test recordings that cannot be read (`--on-bad-eeg` of recipes.predict).
+ON_BAD_RECORDING = ("error", "prior")
+
+
+def check_on_bad_recording(on_bad_recording: str) -> None:
+    """Raise ValueError unless `on_bad_recording` is one of ON_BAD_RECORDING."""
+    if on_bad_recording not in ON_BAD_RECORDING:
+        raise ValueError(f"on_bad_recording must be one of {ON_BAD_RECORDING}, got {on_bad_recording!r}")
+
+
+def _problem(path: Path, error: Exception) -> str:
+    """What `error` says about `path`, on one line, without the leading `<path>: ` of an HmsDataError."""
+    message = str(error)
+    if message.startswith(f"{path}: "):
+        message = message[len(f"{path}: ") :]
+    return " ".join(message.split())
 
 
 def kaggle_score(ids, truth: np.ndarray, probabilities: np.ndarray, id_column: str) -> float:
@@ -109,8 +129,15 @@ class Task(abc.ABC):
     # --- prediction -------------------------------------------------------------------------
 
     @abc.abstractmethod
-    def predict_test(self, models: Sequence[keras.Model], *, batch_size: int = 32) -> pd.DataFrame:
-        """The ensembled submission for the data's test set: `eeg_id` + the six vote columns."""
+    def predict_test(
+        self, models: Sequence[keras.Model], *, batch_size: int = 32, on_bad_recording: str = "error"
+    ) -> pd.DataFrame:
+        """The ensembled submission for the data's test set: `eeg_id` + the six vote columns, one
+        row per test.csv row, in its order.
+
+        Every test recording is checked before any model runs. on_bad_recording="error" raises
+        one HmsDataError naming every unreadable one and its problem; "prior" gives their rows
+        the training class prior instead and lists them in a warning (ON_BAD_RECORDING)."""
 
     @abc.abstractmethod
     def ensemble_probabilities(self, models: Sequence[keras.Model], inputs, steps: int | None = None) -> np.ndarray:
@@ -145,3 +172,25 @@ class HmsTask(Task):
     def test_rows(self) -> pd.DataFrame:
         """test.csv, validated."""
         return read_test_csv(self.layout.test_csv)
+
+    def unreadable_test_prediction(self, unreadable: dict[Path, Exception], on_bad_recording: str) -> np.ndarray:
+        """(6,) the probabilities for the test rows of unreadable recordings, or an HmsDataError.
+
+        unreadable: {recording file: why it cannot be read} (not empty, one folder). With
+        on_bad_recording="error", raises HmsDataError, on one line: `<folder>: <n> unreadable test
+        recording(s): <file> (<problem>), ...`. With "prior", warns with the same list and returns
+        the training label distribution: `baseline_prior` of train.csv's rows (train.csv alone is
+        read, not the training recordings).
+        """
+        check_on_bad_recording(on_bad_recording)
+        folder = next(iter(unreadable)).parent
+        listed = ", ".join(f"{path} ({_problem(path, error)})" for path, error in unreadable.items())
+        message = f"{folder}: {len(unreadable)} unreadable test recording(s): {listed}"
+        if on_bad_recording == "error":
+            raise HmsDataError(message)
+        try:
+            prior = baseline_prior(read_train_csv(self.layout.train_csv))
+        except HmsDataError as error:
+            raise HmsDataError(f"{message}; their rows cannot get the class prior: {error}") from error
+        warnings.warn(f"{message}; their rows get the training class prior", stacklevel=3)
+        return prior

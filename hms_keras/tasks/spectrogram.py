@@ -5,6 +5,7 @@ import functools
 import numpy as np
 import pandas as pd
 
+from hms_keras import constants
 from hms_keras.data.folds import stratified_spectrogram_folds
 from hms_keras.data.hms import read_spectrogram
 from hms_keras.data.labels import first_row_per_spectrogram, vote_probabilities
@@ -12,7 +13,14 @@ from hms_keras.data.pipeline import make_spectrogram_eval_dataset, make_spectrog
 from hms_keras.data.preprocess import normalize_spectrogram, spectrogram_window
 from hms_keras.losses import KLDivergenceFromLogits
 from hms_keras.metrics import LOGIT_COLUMNS, softmax, submission_frame
-from hms_keras.tasks.base import HmsTask, baseline_prior, kaggle_score, logits_frame, num_batches
+from hms_keras.tasks.base import (
+    HmsTask,
+    baseline_prior,
+    check_on_bad_recording,
+    kaggle_score,
+    logits_frame,
+    num_batches,
+)
 
 
 def spectrogram_inputs(values: np.ndarray, offset_seconds: float = 0.0) -> np.ndarray:
@@ -80,13 +88,31 @@ class SpectrogramTask(HmsTask):
         """The official metric over spectrograms, each first row's vote distribution as truth."""
         return kaggle_score(rows["spectrogram_id"], vote_probabilities(rows), probabilities, "spectrogram_id")
 
-    def predict_test(self, models, *, batch_size=32) -> pd.DataFrame:
+    def predict_test(self, models, *, batch_size=32, on_bad_recording="error") -> pd.DataFrame:
         """Submission for test.csv: softmax probabilities of each model on the test spectrogram,
-        averaged over models (as the baseline's notebook does). Rows in test.csv order."""
+        averaged over models (as the baseline's notebook does). Rows in test.csv order.
+
+        Every test spectrogram is read and its window cut before any model runs (`read_spectrogram`:
+        each file is read twice, here and by the pipeline); the unreadable ones are handled as
+        `on_bad_recording` says ("error" or "prior": `HmsTask.unreadable_test_prediction`)."""
+        check_on_bad_recording(on_bad_recording)
         test = self.test_rows()
-        dataset, rows = make_spectrogram_eval_dataset(self.layout, test, split="test", batch_size=batch_size)
-        probabilities = self.ensemble_probabilities(models, dataset, num_batches(rows, batch_size))  # (rows, 6)
-        return submission_frame(rows["eeg_id"], probabilities)
+        errors = {}  # spectrogram_id -> HmsDataError, or ValueError of a spectrogram too short
+        for spectrogram_id in pd.unique(test["spectrogram_id"]):
+            try:  # a test row's window: the first 600 s
+                spectrogram_window(read_spectrogram(self.layout.spectrogram_path("test", spectrogram_id))[1], 0.0)
+            except ValueError as error:
+                errors[spectrogram_id] = error
+        bad = test["spectrogram_id"].isin(list(errors)).to_numpy()  # (rows,)
+        probabilities = np.empty((len(test), constants.NUM_CLASSES))  # (rows, 6)
+        if bad.any():
+            unreadable = {self.layout.spectrogram_path("test", key): error for key, error in errors.items()}
+            probabilities[bad] = self.unreadable_test_prediction(unreadable, on_bad_recording)
+        if not bad.all():
+            good = test[~bad]
+            dataset, rows = make_spectrogram_eval_dataset(self.layout, good, split="test", batch_size=batch_size)
+            probabilities[~bad] = self.ensemble_probabilities(models, dataset, num_batches(rows, batch_size))
+        return submission_frame(test["eeg_id"], probabilities)
 
     def ensemble_probabilities(self, models, inputs, steps=None) -> np.ndarray:
         """(rows, 6): softmax probabilities averaged over models, as the baseline ensembles them.

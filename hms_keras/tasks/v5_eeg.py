@@ -21,7 +21,14 @@ from hms_keras.metrics import (
     softmax,
     submission_frame,
 )
-from hms_keras.tasks.base import HmsTask, baseline_prior, kaggle_score, logits_frame, num_batches
+from hms_keras.tasks.base import (
+    HmsTask,
+    baseline_prior,
+    check_on_bad_recording,
+    kaggle_score,
+    logits_frame,
+    num_batches,
+)
 
 ROW_SAMPLING_SEED_OFFSET = 127458  # the reference seeds its row sampler with seed + 127458
 
@@ -133,14 +140,26 @@ class V5EegTask(HmsTask):
         """The official metric over label rows (id = label_id), row vote distributions as truth."""
         return kaggle_score(rows["label_id"], rows[list(PROB_COLUMNS)].to_numpy(), probabilities, "label_id")
 
-    def predict_test(self, models, *, batch_size=32) -> pd.DataFrame:
+    def predict_test(self, models, *, batch_size=32, on_bad_recording="error") -> pd.DataFrame:
         """Submission for test.csv: per model the head-mean logits of the whole 50 s test EEG,
-        averaged over models in logit space, then softmax (v5 §7). Rows in test.csv order."""
+        averaged over models in logit space, then softmax (v5 §7). Rows in test.csv order.
+
+        Every test EEG is read and preprocessed into the test cache before any model runs, the
+        unreadable ones collected on the way; they are handled as `on_bad_recording` says
+        ("error" or "prior": `HmsTask.unreadable_test_prediction`)."""
+        check_on_bad_recording(on_bad_recording)
         test = self.test_rows()
-        cache = EegCache(build_eeg_cache(self.layout, "test", test["eeg_id"], workers=self.cache_workers))
-        dataset, rows = make_v5_eval_dataset(cache, test[["eeg_id"]], batch_size=batch_size)
-        probabilities = self.ensemble_probabilities(models, dataset, num_batches(rows, batch_size))  # (rows, 6)
-        return submission_frame(rows["eeg_id"], probabilities)
+        errors = {}  # eeg_id -> HmsDataError
+        cache_dir = build_eeg_cache(self.layout, "test", test["eeg_id"], workers=self.cache_workers, errors=errors)
+        bad = test["eeg_id"].isin(list(errors)).to_numpy()  # (rows,)
+        probabilities = np.empty((len(test), constants.NUM_CLASSES))  # (rows, 6)
+        if bad.any():
+            unreadable = {self.layout.eeg_path("test", eeg_id): error for eeg_id, error in errors.items()}
+            probabilities[bad] = self.unreadable_test_prediction(unreadable, on_bad_recording)
+        if not bad.all():
+            dataset, rows = make_v5_eval_dataset(EegCache(cache_dir), test.loc[~bad, ["eeg_id"]], batch_size=batch_size)
+            probabilities[~bad] = self.ensemble_probabilities(models, dataset, num_batches(rows, batch_size))
+        return submission_frame(test["eeg_id"], probabilities)
 
     def ensemble_probabilities(self, models, inputs, steps=None) -> np.ndarray:
         """(rows, 6) probabilities: head-mean logits averaged over models, then softmax (v5 §7)."""
