@@ -17,7 +17,8 @@ predict steps on a random batch, public Keras and hms_keras API only). The order
 
 Reported per order: the first train step (trace + compile + step, s), train EEG/s (batch / median
 step), minor page faults a train step, inference EEG/s, peak RSS (GB), the malloc arenas and the
-XLA flag's state at the end. A child whose RSS passes `--max-rss-gb` is killed (reported as such).
+XLA flag's state at the end. A child whose RSS passes `--max-rss-gb`, or that leaves the machine less
+than `--min-available-gb` of memory, is killed (reported as such), so it cannot run the machine out.
 """
 
 import argparse
@@ -49,12 +50,12 @@ print(json.dumps(row), flush=True)
 """
 
 
-def rss_gb(pid: int) -> float:
-    """Resident memory of process `pid` (GB, from /proc; 0 once it has gone)."""
+def _proc_gb(path: str, field: str) -> float:
+    """A `field: <n> kB` line of a /proc file, in GB (0 where the file or field is missing)."""
     try:
-        with open(f"/proc/{pid}/status") as status:
-            for line in status:
-                if line.startswith("VmRSS:"):
+        with open(path) as lines:
+            for line in lines:
+                if line.startswith(field + ":"):
                     return int(line.split()[1]) / 2**20  # KiB -> GiB
     except OSError:
         pass
@@ -75,11 +76,13 @@ def run_order(name: str, args) -> dict:
     )
     peak = 0.0
     while child.poll() is None:
-        peak = max(peak, rss_gb(child.pid))
-        if peak > args.max_rss_gb:
+        peak = max(peak, _proc_gb(f"/proc/{child.pid}/status", "VmRSS"))
+        available = _proc_gb("/proc/meminfo", "MemAvailable")
+        if peak > args.max_rss_gb or available < args.min_available_gb:
             child.kill()
             child.communicate()
-            return {"order": name, "code": prelude, "error": f"killed at {peak:.1f} GB RSS"}
+            why = f"killed at {peak:.1f} GB RSS, {available:.1f} GB left available on the machine"
+            return {"order": name, "code": prelude, "error": why}
         time.sleep(0.5)
     stdout, stderr = child.communicate()
     lines = [line for line in stdout.splitlines() if line.startswith("{")]
@@ -115,6 +118,9 @@ def main():
     parser.add_argument("--batch-size", type=int, default=32)
     parser.add_argument("--steps", type=int, default=3, help="timed train steps after the first (compile) step")
     parser.add_argument("--max-rss-gb", type=float, default=20.0, help="kill a child whose RSS passes this")
+    parser.add_argument(
+        "--min-available-gb", type=float, default=1.0, help="kill a child when the machine has less memory left"
+    )
     args = parser.parse_args()
     rows = []
     for name in args.orders:

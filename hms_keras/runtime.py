@@ -15,16 +15,20 @@ Two process-wide settings, measured with `benchmarks/model_step.py` (v5 model, b
   a secondary arena serves blocks over 64 MB with `mmap` whatever `M_MMAP_MAX` says). Train step:
   ~36 s with none, ~16 s without heap `mmap`s but a 2 GB trim threshold, ~10.5-12.5 s with all
   three and zero page faults a step. The first two bind every thread at once; the arena limit only
-  stops new arenas: threads that allocated before it keep theirs, and threads started after it
-  (XLA's, when JAX creates its backend) share the arenas that exist then. The process keeps its
+  stops new arenas: threads that allocated before it keep theirs. XLA's worker threads start when
+  JAX creates its backend; set after that, the settings leave ~295k page faults a step (batch 2,
+  `benchmarks/notebook_path.py --orders jax_started`), set before it, none (also with the second
+  arena pandas' import leaves). The process keeps its
   peak heap until it exits. torch benefits too (train step: 1.16 EEG/s and 16.4 GB with per-thread
   arenas and a 2 GB trim threshold, 1.77 EEG/s and 15.3 GB with these).
 
-`import hms_keras` calls `configure()` before it imports numpy, Keras or JAX: in a script or a
-notebook whose first import is `hms_keras`, both settings bind fully. Imported later, the XLA flag
-still binds as long as no JAX computation has run; otherwise `configure()` warns once (one line).
+So both settings bind if they come before JAX's first backend, and `import hms_keras` applies them
+(`configure()`) before it imports numpy, Keras or JAX: whether it is a notebook's first import or
+follows `import numpy, pandas, keras`, v5 at batch 32 then trains with ~5.5-6.4 GB peak RSS and
+no page faults a step (`benchmarks/notebook_path.py`; without the settings it passed 19 GB). After a
+JAX computation it is too late for both: `configure()` says so in one warning, once.
 `HMS_KERAS_RUNTIME_SETTINGS=0` in the environment turns the settings off (then `import hms_keras`
-only defaults the Keras backend to JAX). `benchmarks/notebook_path.py` measures these orders.
+only defaults the Keras backend to JAX).
 
 `uses_cpu_formulation(name)` is the one place that decides whether a layer runs the formulation it
 was tuned with on CPU or Keras' own implementation (e.g. on a GPU, where XLA's native kernels are
@@ -93,25 +97,14 @@ def jax_backend_started() -> bool:
 def add_xla_cpu_flag() -> bool:
     """Add `XLA_CPU_FLAG` to `XLA_FLAGS` unless the option is there already (subprocesses inherit it).
 
-    Returns whether the option binds this process's JAX: False (with a one-line warning, once) when
-    JAX had created a CPU backend without it.
+    Returns whether the option binds this process's JAX: False when JAX had created its backend
+    before this call added it.
     """
     flags = os.environ.get("XLA_FLAGS", "")
-    option = XLA_CPU_FLAG.split("=")[0]
-    if option in flags:
+    if XLA_CPU_FLAG.split("=")[0] in flags:
         return True  # the user's choice, or an earlier call: assumed there since before JAX started
     os.environ["XLA_FLAGS"] = f"{flags} {XLA_CPU_FLAG}".strip()
-    if not jax_backend_started():
-        return True
-    import jax
-
-    if jax.default_backend() == "cpu":
-        _warn_once(
-            "xla",
-            "hms_keras: JAX started before XLA_FLAGS had the XLA:CPU scheduler flag, so v5 training may peak "
-            "at ~19 GB instead of ~4 GB; restart and run `import hms_keras` before any JAX computation",
-        )
-    return False
+    return not jax_backend_started()
 
 
 def _libc():
@@ -147,20 +140,12 @@ def keep_heap_allocations() -> bool:
     """Make glibc's malloc serve large blocks from a heap it keeps and reuses, not fresh `mmap`s.
 
     Returns False (and changes nothing) where the C library is not glibc. Affects only this
-    process. Threads that allocated before the call keep their own arena, and threads started
-    later share the arenas that exist: a one-line warning (once) says so when there is more than one.
+    process. Call it before JAX creates its backend: XLA's worker threads that allocated before
+    the call keep their own arenas (`configure()` warns when it is too late).
     """
     libc = _libc()
     if libc is None:
         return False
-    arenas = malloc_arenas()
-    if arenas is not None and arenas > 1:
-        _warn_once(
-            "arenas",
-            f"hms_keras: glibc malloc already has {arenas} arenas, so XLA's threads may keep returning large "
-            "buffers to the kernel (slower steps); import hms_keras before numpy, pandas, Keras or JAX, "
-            "or start Python with MALLOC_ARENA_MAX=1",
-        )
     settings = ((_M_ARENA_MAX, 1), (_M_MMAP_MAX, 0), (_M_TRIM_THRESHOLD, _NEVER_TRIM))
     return all(bool(libc.mallopt(param, value)) for param, value in settings)
 
@@ -168,13 +153,28 @@ def keep_heap_allocations() -> bool:
 def configure() -> bool:
     """Apply both settings (`add_xla_cpu_flag`, `keep_heap_allocations`); `import hms_keras` calls it.
 
-    Returns whether both bind this process. Best called before numpy, Keras or JAX are imported,
-    which `import hms_keras` as a notebook's or script's first import does. Repeated calls only
-    re-apply the same values (and do not repeat a warning).
+    Returns whether both bind this process, i.e. JAX has not created its backend yet. When it has,
+    one warning (one line, once a process) names what came too late and what to do. Repeated calls
+    only re-apply the same values.
     """
+    started = jax_backend_started()
     flag = add_xla_cpu_flag()
     heap = keep_heap_allocations()
-    return flag and heap
+    late = []
+    if not flag:
+        import jax
+
+        if jax.default_backend() == "cpu":
+            late.append("the XLA:CPU scheduler flag (v5 training may peak at ~19 GB instead of ~4 GB)")
+    if heap and started:
+        late.append("the malloc settings (XLA's threads keep returning large buffers to the kernel: slower steps)")
+    if late:
+        _warn_once(
+            "late",
+            f"hms_keras: JAX started before {' and '.join(late)}; "
+            "restart and run `import hms_keras` before any JAX computation",
+        )
+    return flag and heap and not started
 
 
 def apply_on_import() -> None:

@@ -44,7 +44,7 @@ def test_import_adds_the_xla_flag_while_jax_has_no_backend(prelude, env, flag_in
     done = _python(code, **env)
     assert done.returncode == 0, done.stderr
     assert done.stdout.split() == [str(flag_in_env), "jax"]
-    assert done.stderr.count("XLA:CPU scheduler flag") == xla_warnings, done.stderr
+    assert done.stderr.count("hms_keras: JAX started before the XLA:CPU scheduler flag") == xla_warnings, done.stderr
 
 
 def test_jax_reads_xla_flags_when_its_backend_starts_not_on_import():
@@ -58,18 +58,23 @@ def test_jax_reads_xla_flags_when_its_backend_starts_not_on_import():
     assert "Unknown flag in XLA_FLAGS: --xla_hms_keras_probe" in done.stderr
 
 
-def test_add_xla_cpu_flag_appends_once_and_warns_once_when_jax_has_started(monkeypatch):
+def test_configure_after_jax_started_warns_once_in_one_line(monkeypatch):
     jnp.ones(1).block_until_ready()  # this process's JAX backend has started
     assert runtime.jax_backend_started()
     monkeypatch.setattr(runtime, "_warned", set())
     monkeypatch.setenv("XLA_FLAGS", "--xla_dump_to=/tmp/x")
-    with pytest.warns(UserWarning, match="before any JAX computation") as record:
-        assert runtime.add_xla_cpu_flag() is False
-        assert runtime.add_xla_cpu_flag() is True  # already there: assumed the user's own choice
-        monkeypatch.setenv("XLA_FLAGS", "--xla_dump_to=/tmp/x")
-        assert runtime.add_xla_cpu_flag() is False  # too late again, but no second warning
-    assert len(record) == 1
+    assert runtime.add_xla_cpu_flag() is False
+    assert runtime.add_xla_cpu_flag() is True  # there already: assumed the user's own choice
     assert os.environ["XLA_FLAGS"].split() == ["--xla_dump_to=/tmp/x", runtime.XLA_CPU_FLAG]
+    monkeypatch.setenv("XLA_FLAGS", "--xla_dump_to=/tmp/x")
+    with pytest.warns(UserWarning, match="run `import hms_keras` before any JAX computation") as record:
+        assert runtime.configure() is False
+        monkeypatch.setenv("XLA_FLAGS", "--xla_dump_to=/tmp/x")
+        assert runtime.configure() is False  # too late again, but no second warning
+    assert len(record) == 1
+    message = str(record[0].message)
+    assert "\n" not in message and "XLA:CPU scheduler flag" in message
+    assert ("malloc settings" in message) == (platform.libc_ver()[0] == "glibc")
 
 
 @pytest.mark.skipif(platform.libc_ver()[0] != "glibc", reason="mallopt is glibc's")
@@ -83,12 +88,13 @@ def test_heap_settings_keep_one_arena_when_hms_keras_is_imported_first():
     assert first.returncode == 0, first.stderr
     assert first.stdout.split() == ["True", "1"]
     assert "UserWarning" not in first.stderr
-    # settings off until JAX's threads have their own arenas: applying them then warns, once
-    late = _python(code + "\nruntime.configure()", **{runtime.SETTINGS_SWITCH: "0"})
+    # settings off until JAX's threads have their own arenas: too late, and configure() says so, once
+    late = _python(code + "\nprint(runtime.configure())\nruntime.configure()", **{runtime.SETTINGS_SWITCH: "0"})
     assert late.returncode == 0, late.stderr
-    applied, arenas = late.stdout.split()
-    assert applied == "True" and int(arenas) > 1
-    assert late.stderr.count("arenas, so XLA's threads") == 1, late.stderr
+    applied, arenas, bound = late.stdout.split()
+    assert applied == "True" and int(arenas) > 1 and bound == "False"
+    assert late.stderr.count("UserWarning: hms_keras: JAX started before") == 1, late.stderr
+    assert "malloc settings" in late.stderr
 
 
 def test_cpu_formulations_follow_backend_and_device(monkeypatch):
