@@ -16,14 +16,17 @@ This module is the only place that knows these names; training writes through it
 scoring read through it.
 """
 
+import contextlib
 import importlib.metadata
 import json
 import os
 import platform
 import shutil
 import subprocess
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
+import filelock
 import keras
 import pandas as pd
 
@@ -35,6 +38,7 @@ HISTORY_FILE = "history.csv"
 OOF_FILE = "oof.parquet"
 REQUIRED_FILES = (MODEL_FILE, DESCRIPTION_FILE)
 PARTIAL_SUFFIX = ".partial"
+LOCK_SUFFIX = ".lock"
 
 
 class RunFolderError(ValueError):
@@ -46,9 +50,35 @@ def run_dir(recipe_dir, fold: int, seed: int) -> Path:
     return Path(recipe_dir) / f"fold_{fold}" / f"seed_{seed}"
 
 
-def start_partial(run_dir_path: Path) -> Path:
-    """An empty `<run>.partial/` folder to write a run into (a stale one is removed first)."""
-    partial = run_dir_path.with_name(run_dir_path.name + PARTIAL_SUFFIX)
+def partial_dir(run_dir_path: Path) -> Path:
+    """`<run>.partial/`, where a run is written until it is complete."""
+    return run_dir_path.with_name(run_dir_path.name + PARTIAL_SUFFIX)
+
+
+@contextlib.contextmanager
+def claim(run_dir_path: Path) -> Iterator[bool]:
+    """Hold the lock of one fold x seed run while the block runs; yields False (and holds
+    nothing) when another process holds it. The lock (`<run>.lock`, `filelock`) is released when
+    the block ends or the process dies, so a killed run never blocks the next launch."""
+    run_dir_path.parent.mkdir(parents=True, exist_ok=True)
+    lock = filelock.FileLock(run_dir_path.with_name(run_dir_path.name + LOCK_SUFFIX))
+    try:
+        lock.acquire(timeout=0)
+    except filelock.Timeout:
+        yield False
+        return
+    try:
+        yield True
+    finally:
+        lock.release()
+
+
+def start_partial(run_dir_path: Path, resume: bool = True) -> Path:
+    """The `<run>.partial/` folder to write a run into: kept when it holds an epoch checkpoint
+    and `resume` is set, else emptied. Call while holding the run's `claim`."""
+    partial = partial_dir(run_dir_path)
+    if resume and read_checkpoint(partial) is not None:
+        return partial
     shutil.rmtree(partial, ignore_errors=True)
     shutil.rmtree(run_dir_path, ignore_errors=True)  # an unfinished folder from an older layout
     partial.mkdir(parents=True)
@@ -56,12 +86,57 @@ def start_partial(run_dir_path: Path) -> Path:
 
 
 def publish(partial: Path, run_dir_path: Path) -> Path:
-    """Rename a complete `<run>.partial/` to `<run>/` (atomic on one file system)."""
+    """Rename a complete `<run>.partial/` to `<run>/` (atomic on one file system), after
+    removing its epoch checkpoint."""
     missing = [name for name in REQUIRED_FILES if not (partial / name).is_file()]
     if missing:
         raise RunFolderError(f"{partial}: cannot publish a run without {missing}")
+    for path in [partial / CHECKPOINT_STATE, *partial.glob(f"*{CHECKPOINT_WEIGHTS_SUFFIX}")]:
+        path.unlink(missing_ok=True)
     os.replace(partial, run_dir_path)
     return run_dir_path
+
+
+# --- epoch checkpoints inside <run>.partial/ ---------------------------------------------------
+# `checkpoint.json` names the weights file of the last complete epoch and holds the training
+# state after it; each file is written under a temporary name and renamed, and the state file is
+# replaced only after its weights file is complete, so a kill at any moment leaves either the
+# previous checkpoint or the new one.
+
+CHECKPOINT_STATE = "checkpoint.json"
+CHECKPOINT_WEIGHTS_SUFFIX = ".weights.h5"
+
+
+def write_checkpoint(partial: Path, epochs_done: int, save_weights: Callable[[Path], None], state: dict) -> None:
+    """Record that `epochs_done` epochs are complete: `save_weights(path)` writes the model and
+    optimizer variables (`keras.Model.save_weights`), `state` (JSON) the rest of the training
+    state (history, callbacks). The previous epoch's weights file is removed afterwards."""
+    previous = read_checkpoint(partial)
+    weights = partial / f"epoch_{epochs_done}{CHECKPOINT_WEIGHTS_SUFFIX}"
+    temporary = weights.with_name(f".tmp_{weights.name}")
+    save_weights(temporary)
+    os.replace(temporary, weights)
+    _write_text_atomically(
+        partial / CHECKPOINT_STATE, json.dumps({**state, "epochs_done": epochs_done, "weights": weights.name})
+    )
+    if previous is not None and previous[0] != weights:
+        previous[0].unlink(missing_ok=True)
+
+
+def read_checkpoint(partial: Path) -> tuple[Path, dict] | None:
+    """(weights file, state) of the last complete epoch in `<run>.partial/`, or None."""
+    try:
+        state = json.loads((partial / CHECKPOINT_STATE).read_text())
+        weights = partial / state["weights"]
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+    return (weights, state) if weights.is_file() else None
+
+
+def _write_text_atomically(path: Path, text: str) -> None:
+    temporary = path.with_name(f".tmp_{path.name}")
+    temporary.write_text(text)
+    os.replace(temporary, path)
 
 
 def is_finished(run_dir_path: Path) -> bool:

@@ -28,27 +28,43 @@ from hms_keras.models import MODELS
 from hms_keras.optimizers import OneCycleFromPeak, TorchAdamW
 from hms_keras.paths import use_persistent_compilation_cache
 from hms_keras.recipe import Recipe
-from hms_keras.tasks import Task, task_for
+from hms_keras.tasks import TASKS, Task, task_for
 
 
 def train_recipe(recipe: Recipe, workdir: Path) -> pd.DataFrame:
-    """Train every fold x seed of `recipe` not yet finished under `workdir`; returns the score table."""
+    """Train every fold x seed of `recipe` not yet finished under `workdir`; returns the score table.
+
+    Each fold x seed is claimed with a lock first: runs another process is training are skipped
+    (and said so), and an interrupted run resumes from its last complete epoch.
+    """
+    recipe.validate(tasks=TASKS, models=MODELS)
     use_persistent_compilation_cache()
     task = task_for(recipe)
     recipe_dir = Path(workdir) / recipe.name
     for fold in recipe.folds:
         for seed in recipe.seeds:
             run_dir = runs.run_dir(recipe_dir, fold, seed)
-            if runs.is_finished(run_dir):
-                print(f"[{recipe.name}] fold {fold} seed {seed}: finished earlier, skipped ({run_dir})")
-                continue
-            train_one(recipe, task, fold, seed, run_dir)
+            with runs.claim(run_dir) as claimed:
+                if not claimed:
+                    print(f"[{recipe.name}] fold {fold} seed {seed}: another process is training it, skipped")
+                elif runs.is_finished(run_dir):
+                    print(f"[{recipe.name}] fold {fold} seed {seed}: finished earlier, skipped ({run_dir})")
+                else:
+                    train_one(recipe, task, fold, seed, run_dir)
     return task.score_runs(runs.oof_runs_by_fold(recipe_dir, folds=recipe.folds))
 
 
 def train_one(recipe: Recipe, task: Task, fold: int, seed: int, run_dir: Path) -> Path:
-    """Train fold `fold` with seed `seed` and write `run_dir` atomically."""
-    partial = runs.start_partial(run_dir)
+    """Train fold `fold` with seed `seed` and write `run_dir` atomically.
+
+    After every epoch the model and optimizer variables and the training state are saved in
+    `<run>.partial/` (`runs.write_checkpoint`); a run started again resumes after the last
+    complete epoch, on the same batches an uninterrupted run would see next. Call while holding
+    the run's `runs.claim`.
+    """
+    checkpoint = runs.read_checkpoint(runs.partial_dir(run_dir))
+    state = checkpoint[1] if checkpoint else {"epochs_done": 0, "history": [], "seconds": 0.0, "best": None}
+    first_epoch = state["epochs_done"]
     started = time.time()
 
     keras.utils.set_random_seed(seed)
@@ -59,9 +75,9 @@ def train_one(recipe: Recipe, task: Task, fold: int, seed: int, run_dir: Path) -
         batch_size=recipe.train.batch_size,
         min_weight_schedule=recipe.min_weight_schedule(),
         worker_count=recipe.data.worker_count,
+        first_epoch=first_epoch,
     )
-    if recipe.model not in MODELS:
-        raise ValueError(f"unknown model {recipe.model!r} in recipe {recipe.name!r}; choose from {sorted(MODELS)}")
+    partial = runs.start_partial(run_dir)  # after the data is read: a data error leaves no folder behind
     model = MODELS[recipe.model](**recipe.model_args)
     model.compile(
         optimizer=TorchAdamW(
@@ -71,38 +87,46 @@ def train_one(recipe: Recipe, task: Task, fold: int, seed: int, run_dir: Path) -
         ),
         loss=task.loss(),
     )
-    validation = ValidationScore(task, fold, batch_size=recipe.train.batch_size)
-    callbacks = [validation, LearningRateLogger(), keras.callbacks.CSVLogger(str(partial / runs.HISTORY_FILE))]
+    best = None
     if recipe.train.checkpoint == "best":
-        callbacks.append(
-            keras.callbacks.EarlyStopping(
-                monitor="val_kl",
-                mode="min",
-                patience=recipe.train.early_stopping_patience or recipe.train.epochs,
-                restore_best_weights=True,
-            )
-        )
+        best = BestWeights(partial, patience=recipe.train.early_stopping_patience or recipe.train.epochs,
+                           state=state["best"])
+    if checkpoint:
+        model.optimizer.build(model.trainable_variables)  # so that its saved variables load too
+        model.load_weights(checkpoint[0])
+        print(f"[{recipe.name}] fold {fold} seed {seed}: resuming after epoch {first_epoch} ({checkpoint[0]})")
+    callbacks = [ValidationScore(task, fold, batch_size=recipe.train.batch_size), LearningRateLogger()]
+    callbacks += [best] if best else []
+    callbacks.append(EpochCheckpoint(partial, state, best, started))
     print(f"[{recipe.name}] fold {fold} seed {seed}: {recipe.train.epochs} epochs x {steps_per_epoch} steps")
     with count_xla_compilations() as compilations:
         model.fit(
             train_data,
             epochs=recipe.train.epochs,
+            initial_epoch=first_epoch,
             steps_per_epoch=steps_per_epoch,
             callbacks=callbacks,
             shuffle=False,  # the Grain pipeline shuffles, per epoch and seed
             verbose=1,
         )
     train_step_compilations = compilations.get("train_step")  # None where nothing is counted (not JAX)
-    if train_step_compilations not in (None, 1):
+    if train_step_compilations not in (None, 1) and first_epoch < recipe.train.epochs:
         print(f"[{recipe.name}] warning: the train step was compiled {train_step_compilations} times, not once")
+    if best is not None:
+        best.restore(model)
 
     model.save(partial / runs.MODEL_FILE)
+    pd.DataFrame(state["history"]).to_csv(partial / runs.HISTORY_FILE, index=False)
     oof = task.predict_validation(model, fold, batch_size=recipe.train.batch_size)
     scores = task.score_oof(oof, fold)
     oof.to_parquet(partial / runs.OOF_FILE, index=False)
     description = runs.describe(recipe, fold, seed)
-    description.update(scores=scores, train_seconds=round(time.time() - started, 1),
-                       train_step_compilations=train_step_compilations)
+    description.update(
+        scores=scores,
+        train_seconds=round(state["seconds"], 1),  # in epochs, over every process that trained this run
+        resumed_after_epoch=first_epoch or None,
+        train_step_compilations=train_step_compilations,
+    )
     runs.write_description(partial, description)
     runs.publish(partial, run_dir)
     print(f"[{recipe.name}] fold {fold} seed {seed}: " + ", ".join(f"{k} {v:.4f}" for k, v in scores.items()))
@@ -136,3 +160,57 @@ class LearningRateLogger(keras.callbacks.Callback):
     def on_epoch_end(self, epoch, logs=None):
         optimizer = self.model.optimizer
         logs["learning_rate"] = float(keras.ops.convert_to_numpy(optimizer.learning_rate))
+
+
+class BestWeights(keras.callbacks.Callback):
+    """Keeps the weights of the epoch with the lowest `val_kl` in `<partial>/best.weights.h5` and
+    stops training after `patience` epochs without improvement (the "best" checkpoint rule).
+    Its state survives a resume: pass the `state()` saved in the epoch checkpoint back in."""
+
+    WEIGHTS = "best" + runs.CHECKPOINT_WEIGHTS_SUFFIX
+
+    def __init__(self, partial: Path, patience: int, state: dict | None = None):
+        super().__init__()
+        self.path = partial / self.WEIGHTS
+        self.patience = patience
+        self.best = state or {"val_kl": None, "epoch": None, "wait": 0}
+
+    def state(self) -> dict:
+        return dict(self.best)
+
+    def on_epoch_end(self, epoch, logs=None):
+        score = float(logs["val_kl"])
+        if self.best["val_kl"] is None or score < self.best["val_kl"]:
+            temporary = self.path.with_name(f".tmp_{self.path.name}")
+            self.model.save_weights(temporary)
+            temporary.replace(self.path)
+            self.best = {"val_kl": score, "epoch": epoch, "wait": 0}
+        else:
+            self.best["wait"] += 1
+            if self.best["wait"] >= self.patience:
+                self.model.stop_training = True
+
+    def restore(self, model: keras.Model) -> None:
+        """Load the best epoch's weights into `model` (its optimizer state included)."""
+        model.load_weights(self.path)
+
+
+class EpochCheckpoint(keras.callbacks.Callback):
+    """After each epoch: append the epoch's logs to `state["history"]`, then save the model,
+    optimizer and training state in `<run>.partial/` (`runs.write_checkpoint`). Runs last, after
+    the callbacks that add to the logs."""
+
+    def __init__(self, partial: Path, state: dict, best: BestWeights | None, started: float):
+        super().__init__()
+        self.partial = partial
+        self.state = state
+        self.best = best
+        self.started = started
+        self.seconds_before = state["seconds"]
+
+    def on_epoch_end(self, epoch, logs=None):
+        self.state["history"].append({"epoch": epoch, **{key: float(value) for key, value in logs.items()}})
+        self.state["epochs_done"] = epoch + 1
+        self.state["seconds"] = self.seconds_before + time.time() - self.started
+        self.state["best"] = self.best.state() if self.best else None
+        runs.write_checkpoint(self.partial, epoch + 1, self.model.save_weights, self.state)

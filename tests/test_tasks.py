@@ -14,7 +14,7 @@ from hms_keras.losses import KLDivergenceFromLogits
 from hms_keras.metrics import LOGIT_COLUMNS, softmax, submission_frame
 from hms_keras.recipe import DataSettings, Recipe, TrainSettings
 from hms_keras.tasks.base import Task, logits_frame
-from hms_keras.training import train_recipe
+from hms_keras.training import BestWeights, train_recipe
 from recipes.registry import get_recipe
 
 FEATURES = 4
@@ -42,15 +42,15 @@ class ToyTask(Task):
     def _rows(self, fold, validation):
         return np.flatnonzero((self.fold == fold) == validation)
 
-    def train_dataset(self, fold, *, seed, batch_size, min_weight_schedule, worker_count=0):
+    def train_dataset(self, fold, *, seed, batch_size, min_weight_schedule, worker_count=0, first_epoch=0):
         rows = self._rows(fold, validation=False)
         steps = len(rows) // batch_size
 
         def batches():
             rng = np.random.default_rng(seed)
-            while True:
+            for epoch in range(len(min_weight_schedule)):
                 order = rng.permutation(rows)[: steps * batch_size].reshape(steps, batch_size)
-                for batch in order:
+                for batch in order if epoch >= first_epoch else ():
                     yield self.features[batch], self.truth[batch].astype(np.float32)
 
         return batches(), steps
@@ -155,3 +155,21 @@ def test_runs_of_different_tasks_are_not_ensembled(toy_registered, tmp_path):
     runs.write_description(other, {**description, "recipe": dataclasses.replace(description["recipe"], task="v5_eeg")})
     with pytest.raises(ValueError, match="cannot ensemble runs of different tasks"):
         Ensemble.load(tmp_path / "toy")
+
+
+def test_the_best_checkpoint_rule_keeps_the_best_epoch_and_stops_after_patience(tmp_path):
+    model = build_toy_model()
+    model.compile(optimizer="adam", loss="mse")
+    best = BestWeights(tmp_path, patience=2)
+    best.set_model(model)
+    kernel = model.get_layer("logits").kernel
+    for epoch, val_kl in enumerate([0.5, 0.3, 0.4, 0.6]):
+        kernel.assign(np.full(kernel.shape, float(epoch), np.float32))  # the weights "after" this epoch
+        best.on_epoch_end(epoch, {"val_kl": val_kl})
+    assert model.stop_training and best.state() == {"val_kl": 0.3, "epoch": 1, "wait": 2}
+    best.restore(model)
+    np.testing.assert_array_equal(np.asarray(kernel), 1.0)
+    resumed = BestWeights(tmp_path, patience=2, state=best.state())  # as after a resume
+    resumed.set_model(model)
+    resumed.on_epoch_end(4, {"val_kl": 0.2})
+    assert resumed.state() == {"val_kl": 0.2, "epoch": 4, "wait": 0}

@@ -10,6 +10,7 @@ import sys
 import time
 from pathlib import Path
 
+import keras
 import numpy as np
 import pandas as pd
 import pytest
@@ -19,7 +20,7 @@ from hms_keras.data.hms import read_test_csv
 from hms_keras.data.synthetic import generate_dataset
 from hms_keras.inference import Ensemble
 from hms_keras.recipe import Recipe
-from hms_keras.runs import RunFolderError, finished_runs, is_finished, read_description
+from hms_keras.runs import RunFolderError, finished_runs, is_finished, read_checkpoint, read_description
 from hms_keras.training import train_recipe
 from recipes.registry import get_recipe
 from recipes import predict as predict_script
@@ -140,6 +141,47 @@ def test_a_killed_run_leaves_no_folder_that_predict_would_use(data_dir, tmp_path
     assert not (workdir / "v5_eeg_cutmix_quick" / "fold_0" / "seed_0").exists()
     with pytest.raises(RunFolderError, match="no finished run"):
         finished_runs(workdir / "v5_eeg_cutmix_quick")
+
+
+RESUMED_RUN = """
+import sys
+from pathlib import Path
+sys.path.insert(0, {tests!r})
+from test_training import tiny_recipe
+from hms_keras.training import train_recipe
+train_recipe(tiny_recipe(Path({data_dir!r}), folds=(0,), seeds=(0,), epochs={epochs}), Path({workdir!r}))
+"""
+
+
+def test_a_run_killed_mid_epoch_resumes_to_the_weights_of_an_uninterrupted_run(trained, data_dir, tmp_path):
+    """kill -9 during epoch 2 of 2, then the same command again: it resumes after epoch 1 and ends
+    with the uninterrupted run's weights, optimizer steps and history, bit for bit (JAX, CPU)."""
+    recipe, reference_dir, _ = trained
+    script = RESUMED_RUN.format(tests=str(REPO / "tests"), data_dir=str(data_dir), epochs=GRID_EPOCHS,
+                                workdir=str(tmp_path))
+    command = [sys.executable, "-c", script]
+    partial = tmp_path / recipe.name / "fold_0" / "seed_0.partial"
+    process = subprocess.Popen(command, cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.time() + 300
+    while read_checkpoint(partial) is None and process.poll() is None and time.time() < deadline:
+        time.sleep(0.05)
+    process.send_signal(signal.SIGKILL)
+    process.wait()
+    checkpoint = read_checkpoint(partial)
+    assert checkpoint is not None and checkpoint[1]["epochs_done"] == 1, "not killed inside epoch 2"
+
+    resumed = subprocess.run(command, cwd=REPO, capture_output=True, text=True, timeout=600)
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    assert "resuming after epoch 1" in resumed.stdout
+    run, reference = tmp_path / recipe.name / "fold_0" / "seed_0", reference_dir / "fold_0" / "seed_0"
+    assert is_finished(run) and not partial.exists()
+    resumed_model = keras.models.load_model(run / "model.keras")
+    reference_model = keras.models.load_model(reference / "model.keras")
+    assert int(resumed_model.optimizer.iterations) == int(reference_model.optimizer.iterations)
+    for got, expected in zip(resumed_model.weights, reference_model.weights, strict=True):
+        np.testing.assert_array_equal(np.asarray(got), np.asarray(expected), err_msg=got.path)
+    pd.testing.assert_frame_equal(pd.read_csv(run / "history.csv"), pd.read_csv(reference / "history.csv"))
+    assert read_description(run)["resumed_after_epoch"] == 1
 
 
 def test_tensorflow_trains_and_predicts_and_reads_jax_models(trained, data_dir, tmp_path):

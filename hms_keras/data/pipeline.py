@@ -207,6 +207,7 @@ def make_v5_train_dataset(
     seed: int = 0,
     min_weight_schedule: Sequence[float],
     worker_count: int = 0,
+    first_epoch: int = 0,
 ) -> tuple[grain.IterDataset, int]:
     """The v5 training pipeline (spec v5 §1.4-1.5, §2, §5), `len(min_weight_schedule)` epochs.
 
@@ -216,9 +217,12 @@ def make_v5_train_dataset(
     shuffle, row draws, augmentations and cutmix derive theirs from. min_weight_schedule: one
     threshold per epoch, written into y[..., 7] after cutmix (the loss ignores samples whose
     head-0 weight is below it). Raises HmsDataError when an eeg_id is not in the cache or a
-    window starts outside its recording.
+    window starts outside its recording. first_epoch: start at that epoch's first batch (a
+    resumed run): the batches are those an uninterrupted run sees from there, because every
+    random draw derives from the batch's position in the whole run.
     Returns (dataset of `(inputs, y)` batches, steps_per_epoch) for
-    `model.fit(dataset, epochs=len(min_weight_schedule), steps_per_epoch=steps_per_epoch)`.
+    `model.fit(dataset, epochs=len(min_weight_schedule), initial_epoch=first_epoch,
+    steps_per_epoch=steps_per_epoch)`.
     """
     eeg_ids = targets["eeg_id"].to_numpy(np.int64)  # (rows,)
     start_frames = window_start_frames(targets)  # (rows,)
@@ -232,7 +236,7 @@ def make_v5_train_dataset(
         .random_map(CutMix())
         .map_with_index(SetMinWeightThreshold(min_weight_schedule, steps_per_epoch))
     )
-    return _iterate(dataset, worker_count), steps_per_epoch
+    return _iterate(dataset[first_epoch * steps_per_epoch :], worker_count), steps_per_epoch
 
 
 def make_v5_eval_dataset(
@@ -275,19 +279,21 @@ def make_spectrogram_train_dataset(
     seed: int = 1086,
     num_epochs: int,
     worker_count: int = 0,
+    first_epoch: int = 0,
 ) -> tuple[grain.IterDataset, int]:
     """Spectrogram-baseline training pipeline (spectrogram_baseline.md), `num_epochs` epochs.
 
     train_rows: train.csv rows; only the first row per spectrogram_id is used. Each epoch
     shuffles them anew and drops the last partial batch. Batches: (images (B, 400, 300, 1)
-    float32, y (B, 6) vote probabilities). Returns (dataset, steps_per_epoch).
+    float32, y (B, 6) vote probabilities); the first is epoch `first_epoch`'s first (a resumed
+    run). Returns (dataset, steps_per_epoch).
     """
     rows = first_row_per_spectrogram(train_rows)
     _check_spectrogram_files(layout, "train", rows)
     order, steps_per_epoch = epoch_order(len(rows), batch_size, seed, num_epochs)
     y = vote_probabilities(rows).astype(np.float32)  # (rows, 6)
     dataset = order.map(ReadSpectrogramWindow(layout, "train", rows, y)).batch(batch_size, drop_remainder=True)
-    return _iterate(dataset, worker_count), steps_per_epoch
+    return _iterate(dataset[first_epoch * steps_per_epoch :], worker_count), steps_per_epoch
 
 
 def make_spectrogram_eval_dataset(

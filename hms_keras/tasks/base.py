@@ -91,10 +91,19 @@ class Task(abc.ABC):
 
     @abc.abstractmethod
     def train_dataset(
-        self, fold: int, *, seed: int, batch_size: int, min_weight_schedule: Sequence[float], worker_count: int = 0
+        self,
+        fold: int,
+        *,
+        seed: int,
+        batch_size: int,
+        min_weight_schedule: Sequence[float],
+        worker_count: int = 0,
+        first_epoch: int = 0,
     ) -> tuple[Iterable, int]:
-        """(dataset of `(inputs, y)` batches for `len(min_weight_schedule)` epochs, steps per epoch)
-        of the fold's training rows; `min_weight_schedule` holds one loss threshold per epoch."""
+        """(dataset of `(inputs, y)` batches, steps per epoch) of the fold's training rows for
+        epochs `first_epoch .. len(min_weight_schedule) - 1`; `min_weight_schedule` holds one
+        loss threshold per epoch. Starting at `first_epoch` (a resumed run) gives the batches an
+        uninterrupted run sees from that epoch on."""
 
     @abc.abstractmethod
     def loss(self) -> keras.losses.Loss:

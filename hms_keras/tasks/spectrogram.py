@@ -47,7 +47,7 @@ class SpectrogramTask(HmsTask):
         in_fold = self.rows["fold"].to_numpy() == fold
         return self.rows[in_fold if validation else ~in_fold]
 
-    def train_dataset(self, fold, *, seed, batch_size, min_weight_schedule, worker_count=0):
+    def train_dataset(self, fold, *, seed, batch_size, min_weight_schedule, worker_count=0, first_epoch=0):
         return make_spectrogram_train_dataset(
             self.layout,
             self.fold_rows(fold, validation=False),
@@ -55,6 +55,7 @@ class SpectrogramTask(HmsTask):
             seed=seed,
             num_epochs=len(min_weight_schedule),
             worker_count=worker_count,
+            first_epoch=first_epoch,
         )
 
     def loss(self):

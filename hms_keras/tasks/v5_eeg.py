@@ -81,7 +81,7 @@ class V5EegTask(HmsTask):
         in_fold = self.targets["fold"].to_numpy() == fold
         return self.targets[in_fold if validation else ~in_fold]
 
-    def train_dataset(self, fold, *, seed, batch_size, min_weight_schedule, worker_count=0):
+    def train_dataset(self, fold, *, seed, batch_size, min_weight_schedule, worker_count=0, first_epoch=0):
         return make_v5_train_dataset(
             self.cache,
             self.fold_rows(fold, validation=False),
@@ -89,6 +89,7 @@ class V5EegTask(HmsTask):
             seed=seed + ROW_SAMPLING_SEED_OFFSET,
             min_weight_schedule=min_weight_schedule,
             worker_count=worker_count,
+            first_epoch=first_epoch,
         )
 
     def loss(self):
