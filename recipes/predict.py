@@ -17,6 +17,7 @@ from pathlib import Path
 import hms_keras  # noqa: F401  first: applies hms_keras.runtime's settings while this process has one thread
 from hms_keras.inference import Ensemble, score_out_of_fold
 from hms_keras.runs import DESCRIPTION_FILE, RunFolderError, finished_runs
+from hms_keras.tasks.base import ON_BAD_RECORDING
 from recipes import cli
 
 
@@ -29,6 +30,11 @@ def parse_args(argv):
     parser.add_argument("--out", default="submission.csv", help="submission file to write (default: submission.csv)")
     parser.add_argument("--oof", action="store_true", help="score the out-of-fold predictions instead of predicting")
     parser.add_argument("--batch-size", type=int, default=32)
+    parser.add_argument(
+        "--on-bad-eeg", choices=ON_BAD_RECORDING, default="error",
+        help="a test recording that cannot be read: 'error' names every such file before any model runs "
+        "(default); 'prior' predicts the training label distribution for it and lists it in a warning",
+    )
     cli.add_debug_option(parser)
     return parser.parse_args(argv)
 
@@ -45,7 +51,7 @@ def predict(args) -> int:
         print(scores.to_string(index=False, float_format=lambda value: f"{value:.4f}"))
         return 0
     ensemble = Ensemble.load(args.runs)
-    submission = ensemble.predict_test(args.data_dir, batch_size=args.batch_size)
+    submission = ensemble.predict_test(args.data_dir, batch_size=args.batch_size, on_bad_recording=args.on_bad_eeg)
     out = Path(args.out)
     write_csv_atomically(submission, out)
     print(f"wrote {out}: {len(submission)} EEGs, ensemble of {len(ensemble.models)} {ensemble.recipe.name} models")

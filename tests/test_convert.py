@@ -74,3 +74,20 @@ def test_scoring_converted_runs_says_they_have_no_out_of_fold_predictions(conver
     error = capsys.readouterr().err.strip()
     assert error.startswith(f"error: {out}: no finished run has out-of-fold predictions")
     assert "2 of its 2 finished runs have none" in error and "\n" not in error
+
+
+def test_an_unreadable_test_eeg_is_named_or_filled_with_the_prior(converted_runs, tmp_path, capsys):
+    out, data_dir = converted_runs
+    copy = shutil.copytree(data_dir, tmp_path / "hms")
+    bad = sorted((copy / "test_eegs").glob("*.parquet"))[1]
+    bad.write_bytes(b"not parquet")
+    submission_path = tmp_path / "submission.csv"
+    assert predict.main(["--runs", str(out), "--data-dir", str(copy), "--out", str(submission_path)]) == 2
+    errors = [line for line in capsys.readouterr().err.splitlines() if line.startswith("error: ")]
+    assert len(errors) == 1 and f"1 unreadable test recording(s): {bad} (" in errors[0]  # after progress bars
+    assert not submission_path.exists()
+
+    arguments = ["--runs", str(out), "--data-dir", str(copy), "--out", str(submission_path), "--on-bad-eeg", "prior"]
+    with pytest.warns(UserWarning, match=str(bad)):
+        assert predict.main(arguments) == 0
+    assert len(pd.read_csv(submission_path)) == 3
