@@ -148,7 +148,8 @@ def run_child(backend, model_name, args):
 def print_table(rows, batch_size, tuned):
     print(f"\nbatch {batch_size}, CPU runtime settings {'on' if tuned else 'off'}")
     print(
-        "| model | backend | first train step (s) | train EEG/s | train CPU s/step | inference EEG/s | peak RSS (GB) | load |"
+        "| model | backend | first train step (s) | train EEG/s | train CPU s/step | inference EEG/s "
+        "| peak RSS (GB) | load |"
     )
     print("|---|---|---|---|---|---|---|---|")
     for row in rows:

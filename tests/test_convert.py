@@ -7,12 +7,12 @@ import keras
 import numpy as np
 import pandas as pd
 import pytest
+from test_fidelity import CHECKPOINT, LOGIT_TOLERANCE, golden_batch
 
 from hms_keras import constants
 from hms_keras.data.synthetic import generate_dataset
 from hms_keras.runs import finished_runs, has_oof, read_description
 from recipes import convert, predict
-from test_fidelity import CHECKPOINT, LOGIT_TOLERANCE, golden_batch
 
 
 def test_one_checkpoint_becomes_a_keras_file_with_the_original_logits(tmp_path):

@@ -53,7 +53,8 @@ def spectrogram_frame(n_rows: int = 4) -> pd.DataFrame:
     return frame
 
 
-def write_layout(root, eeg_rows={100: 12_000, 200: 10_000}) -> HmsLayout:
+def write_layout(root, eeg_rows=None) -> HmsLayout:
+    eeg_rows = {100: 12_000, 200: 10_000} if eeg_rows is None else eeg_rows
     layout = HmsLayout(root)
     train_frame().to_csv(layout.train_csv, index=False)
     for eeg_id, n_rows in eeg_rows.items():

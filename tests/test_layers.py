@@ -157,7 +157,7 @@ def test_pointwise_dense_matches_dense_with_its_gradients():
     np.testing.assert_allclose(np.asarray(pointwise(x)), expected_y, rtol=1e-5, atol=1e-6)
     expected_grads = jax.grad(lambda v: loss(reference, v))([w.value for w in reference.trainable_variables])
     grads = jax.grad(lambda v: loss(pointwise, v))([w.value for w in pointwise.trainable_variables])
-    for grad, expected in zip(grads, expected_grads):
+    for grad, expected in zip(grads, expected_grads, strict=True):
         np.testing.assert_allclose(np.asarray(grad), np.asarray(expected), rtol=1e-4, atol=1e-4)
 
 
@@ -176,7 +176,7 @@ def test_rematerialized_block_trains_like_the_plain_block():
         models.append(model)
     plain, remat = models
     assert len(remat.weights) == len(plain.weights) == 6  # kernel, bias, gamma, beta, moving mean, variance
-    for w_plain, w_remat in zip(plain.weights, remat.weights):
+    for w_plain, w_remat in zip(plain.weights, remat.weights, strict=True):
         np.testing.assert_allclose(np.asarray(w_remat), np.asarray(w_plain), rtol=1e-5, atol=1e-6)
     moving_mean = next(w for w in remat.weights if "moving_mean" in w.path)
     assert np.abs(np.asarray(moving_mean)).max() > 0  # the batch-norm updates reached the variables

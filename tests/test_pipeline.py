@@ -47,7 +47,7 @@ def _train_rows(rng):
                 "eeg_label_offset_seconds": float(rng.integers(0, 2 * (seconds - 50))) / 2,
                 "spectrogram_id": 500 + eeg_id % 3,
                 "spectrogram_label_offset_seconds": float(rng.integers(0, 40) * 2),
-                **dict(zip(constants.VOTE_COLUMNS, votes)),
+                **dict(zip(constants.VOTE_COLUMNS, votes, strict=True)),
             })
     return pd.DataFrame(rows)
 
@@ -90,7 +90,7 @@ def _train(data, epochs=3, seed=0, schedule=None, worker_count=0):
 
 def _assert_batches_equal(first, second):
     assert len(first) == len(second)
-    for (inputs_a, y_a), (inputs_b, y_b) in zip(first, second):
+    for (inputs_a, y_a), (inputs_b, y_b) in zip(first, second, strict=True):
         np.testing.assert_array_equal(inputs_a["eeg"], inputs_b["eeg"])
         np.testing.assert_array_equal(inputs_a["mask"], inputs_b["mask"])
         np.testing.assert_array_equal(y_a, y_b)
@@ -360,7 +360,7 @@ def test_spectrogram_eval_images_in_row_order(data):
     dataset, order = pipeline.make_spectrogram_eval_dataset(data["layout"], first, batch_size=2)
     images = np.concatenate([images for images, _ in dataset])  # (3, 400, 300, 1)
     assert order["spectrogram_id"].tolist() == first["spectrogram_id"].tolist() == [500, 501, 502]
-    for image, (_, row) in zip(images, first.iterrows()):
+    for image, (_, row) in zip(images, first.iterrows(), strict=True):
         path = data["layout"].spectrogram_path("train", row["spectrogram_id"])
         _, values = read_spectrogram(path)
         expected = normalize_spectrogram(spectrogram_window(values, row["spectrogram_label_offset_seconds"]))

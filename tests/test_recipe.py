@@ -29,7 +29,13 @@ def test_v5_recipe_has_the_reference_values():
 def test_overrides_convert_types_and_nest():
     recipe = apply_overrides(
         get_recipe("v5_eeg_cutmix:quick"),
-        ["train.epochs=3", "folds=0,2", "data.data_dir=/tmp/x", "train.mixed_precision=none", "train.learning_rate=5e-4"],
+        [
+            "train.epochs=3",
+            "folds=0,2",
+            "data.data_dir=/tmp/x",
+            "train.mixed_precision=none",
+            "train.learning_rate=5e-4",
+        ],
     )
     assert recipe.train.epochs == 3 and recipe.folds == (0, 2)
     assert recipe.data.data_dir == "/tmp/x" and recipe.train.mixed_precision is None

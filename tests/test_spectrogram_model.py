@@ -8,9 +8,9 @@ import os
 import subprocess
 import sys
 
+import kagglehub
 import keras
 import keras_hub
-import kagglehub
 import numpy as np
 import pytest
 import requests
@@ -123,7 +123,7 @@ def test_rgb_preset_loads_offline_with_summed_stem(tmp_path):
         backbone.get_layer("conv1_conv").get_weights()[0],
         source.get_layer("conv1_conv").get_weights()[0].sum(axis=2, keepdims=True),
     )
-    for copied, original in zip(backbone.get_layer("conv3_bn").get_weights(), stem_bn.get_weights()):
+    for copied, original in zip(backbone.get_layer("conv3_bn").get_weights(), stem_bn.get_weights(), strict=True):
         np.testing.assert_array_equal(copied, original)
     # One channel through the summed stem == the same channel repeated 3 times through the RGB stem.
     image = rng.standard_normal((1, 512, 512, 1)).astype("float32")  # (batch, height, width, 1)

@@ -209,7 +209,7 @@ def test_overlapping_windows_share_their_votes(large_plan):
 
 def test_consensus_shares_are_close_to_the_real_ones(large_plan):
     shares = large_plan[0].expert_consensus.value_counts(normalize=True)
-    for name, real in zip(constants.CONSENSUS_NAMES, synthetic.REAL_CONSENSUS_SHARES):
+    for name, real in zip(constants.CONSENSUS_NAMES, synthetic.REAL_CONSENSUS_SHARES, strict=True):
         assert abs(shares[name] - real) < 0.025, name
 
 

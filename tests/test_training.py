@@ -22,8 +22,8 @@ from hms_keras.inference import Ensemble
 from hms_keras.recipe import Recipe
 from hms_keras.runs import RunFolderError, finished_runs, is_finished, read_checkpoint, read_description
 from hms_keras.training import train_recipe
-from recipes.registry import get_recipe
 from recipes import predict as predict_script
+from recipes.registry import get_recipe
 
 REPO = Path(__file__).resolve().parents[1]
 

@@ -111,7 +111,7 @@ def _check_columns(source, found, expected) -> None:
         problems.append(f"unknown column {name!r}{hint}")
     problems += [f"missing column {name!r}" for name in missing if name not in suggested]
     if not problems:
-        position = next(i for i, (a, b) in enumerate(zip(found, expected)) if a != b)
+        position = next(i for i, (a, b) in enumerate(zip(found, expected, strict=True)) if a != b)
         problems.append(
             f"columns out of order: column {position} is {found[position]!r}, expected {expected[position]!r}"
         )

@@ -60,7 +60,7 @@ class Rematerialized(keras.layers.Layer):
             [v.value for v in block.non_trainable_variables],
         )
         if training:
-            for variable, value in zip(block.non_trainable_variables, non_trainable):
+            for variable, value in zip(block.non_trainable_variables, non_trainable, strict=True):
                 variable.assign(value)
         return outputs
 

@@ -270,7 +270,7 @@ def _label_rows(ids: _IdSources, eeg: EegFile, events: list[_Event], spectrogram
                 "label_id": next(ids.label),
                 "patient_id": patient_id,
                 "expert_consensus": constants.CONSENSUS_NAMES[int(np.argmax(event.votes))],
-                **dict(zip(constants.VOTE_COLUMNS, event.votes)),
+                **dict(zip(constants.VOTE_COLUMNS, event.votes, strict=True)),
             })
         event_start += event.seconds
     return rows
