@@ -1,7 +1,7 @@
 """Fixed facts of the HMS task: classes, electrodes, montage, sampling rates, window geometry.
 
 Every number here is a property of the Kaggle data or of the v5 reference system
-(`shared/spec/hms_data.md`, `shared/spec/v5_eeg_model.md`); nothing is tunable.
+(`docs/hms_data.md`, `docs/v5_reference.md`); nothing is tunable.
 """
 
 from decimal import ROUND_HALF_UP, Decimal

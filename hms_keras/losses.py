@@ -41,7 +41,7 @@ class VoteWeightedKLDivergence(keras.losses.Loss):
     `y_true` `(batch, heads=2, 8)` in the `target_layout` layout: per head the class probabilities,
     the sample weight (votes / 28) of that head's label and the min-weight threshold in force (0
     keeps all). `y_pred` `(batch, 2, 6)` logits. With KL_bk the KL of head k of sample b, w_bk its weight and
-    m_b = [w_b0 >= threshold_b] (spec v5 §6):
+    m_b = [w_b0 >= threshold_b] (v5 reference §6):
 
         loss = sum_b m_b * mean_k(w_bk * KL_bk) / mean_k(sum_b m_b * w_bk)
 

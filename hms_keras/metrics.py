@@ -1,8 +1,8 @@
 """The official HMS competition score and the v5 high-vote cross-validation protocol (numpy/pandas).
 
 - `kaggle_kl_score`: Kaggle's "kullback-leibler-divergence" metric, micro average
-  (`shared/spec/hms_data.md`), aligned by id.
-- `high_vote_cv`: the v5 recipe's "n_votes > 8.4" per-EEG CV (`shared/spec/v5_eeg_model.md` §7),
+  (`docs/hms_data.md`), aligned by id.
+- `high_vote_cv`: the v5 recipe's "n_votes > 8.4" per-EEG CV (`docs/v5_reference.md` §7),
   built from `keep_high_vote_rows`, `pool_eeg_logits`, `eeg_vote_targets` and `softmax`.
 - `class_prior` + `constant_row_logits`: the class-prior baseline to report next to a CV.
 Invalid inputs raise ValueError naming the frame and the problem.
@@ -178,7 +178,7 @@ def pool_eeg_logits(row_logits: pd.DataFrame) -> pd.DataFrame:
 
 
 def high_vote_cv(targets: pd.DataFrame, row_logits: pd.DataFrame, min_weight: float = HIGH_VOTE_MIN_WEIGHT) -> float:
-    """The v5 "n_votes > 8.4" CV: per-EEG KL on high-vote rows, unweighted mean over EEGs (v5 §7).
+    """The v5 "n_votes > 8.4" CV: per-EEG KL on high-vote rows, unweighted mean over EEGs (v5 reference §7).
 
     `targets`: `vote_targets` output covering (at least) every EEG of `row_logits`; its index
     labels are the `row` ids. `row_logits`: columns `eeg_id`, `row` and `logit_0..logit_5`, the

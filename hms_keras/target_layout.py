@@ -1,6 +1,6 @@
 """The v5 two-head target `y`: (batch, 2 heads, 8) float32, written by the input pipeline, read by the loss.
 
-Head 0 holds the label row's own vote distribution, head 1 its EEG's pooled one (spec v5 §2). Per
+Head 0 holds the label row's own vote distribution, head 1 its EEG's pooled one (v5 reference §2). Per
 head the 8 columns are the 6 class probabilities (constants.CLASSES order), the sample weight
 (votes / 28) and the min-weight threshold in force, so the threshold can change per batch without
 recompiling the loss. `labels.v5_targets` builds y from label rows, the pipeline sets the threshold

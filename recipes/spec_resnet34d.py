@@ -3,7 +3,7 @@
     python -m recipes.train --recipe spec_resnet34d --data-dir /path/to/hms-harmful-brain-activity-classification
 
 Reference result (PyTorch + timm, ImageNet-pretrained): OOF CV 0.7158 over the first row of each
-spectrogram, public LB 0.49 (`shared/spec/spectrogram_baseline.md`). Here the backbone starts from
+spectrogram, public LB 0.49 (`docs/spectrogram_baseline.md`). Here the backbone starts from
 random weights unless a local keras-hub preset is supplied, so expect a worse CV.
 
 `spec_resnet34d:quick` trains fold 0 for one epoch on the embedded synthetic dataset (a smoke run:

@@ -5,7 +5,7 @@ Full run on the Kaggle download (5 folds x 3 seeds = 15 models):
     python -m recipes.train --recipe v5_eeg_cutmix --data-dir /path/to/hms-harmful-brain-activity-classification
 
 Reference result (PyTorch original): CV 0.2477 on the high-vote per-EEG protocol, public LB
-0.2568, private LB 0.3277 (`shared/spec/v5_eeg_model.md` §8).
+0.2568, private LB 0.3277 (`docs/v5_reference.md` §8).
 
 `v5_eeg_cutmix:quick` trains fold 0, seed 0 for 3 epochs on a 250-EEG embedded synthetic dataset
 (the last epoch on high-vote rows only); it is the README's main command, sized for a 2-core CPU.

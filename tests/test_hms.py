@@ -244,7 +244,7 @@ def test_read_spectrogram_round_trip(tmp_path):
     assert np.isnan(values[1, 399])
 
 
-# Column names printed from real Kaggle spectrogram files (spec hms_data.md), with their index.
+# Column names printed from real Kaggle spectrogram files (docs/hms_data.md), with their index.
 KNOWN_SPECTROGRAM_NAMES = {
     0: "LL_0.59", 13: "LL_3.13", 17: "LL_3.91", 18: "LL_4.1", 39: "LL_8.2", 61: "LL_12.5", 77: "LL_15.63",
     100: "RL_0.59", 399: "RP_19.92",

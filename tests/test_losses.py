@@ -14,7 +14,7 @@ def _numpy_kl(probs, logits):
 
 
 def _numpy_vote_weighted(y_true, logits):
-    """Spec v5 §6, written out: sum_b m_b mean_k(w_bk KL_bk) / mean_k(sum_b m_b w_bk), 0 if none kept."""
+    """v5 reference §6, written out: sum_b m_b mean_k(w_bk KL_bk) / mean_k(sum_b m_b w_bk), 0 if none kept."""
     probs, weight, threshold = y_true[..., :6], y_true[..., 6], y_true[:, 0, 7]
     kl = _numpy_kl(probs, logits)  # (batch, 2)
     kept = weight[:, 0] >= threshold  # (batch,)

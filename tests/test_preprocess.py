@@ -1,4 +1,4 @@
-"""v5 EEG preprocessing and CQF (spec v5 §1.2-1.3) and spectrogram images (baseline "Input")."""
+"""v5 EEG preprocessing and CQF (v5 reference §1.2-1.3) and spectrogram images (baseline "Input")."""
 
 import time
 
@@ -273,7 +273,7 @@ def test_ten_minute_eeg_preprocesses_quickly():
 
 
 def slow_cqf(x: np.ndarray) -> np.ndarray:
-    """Direct transcription of spec v5 §1.3 with pandas EWM and a full sort (test reference)."""
+    """Direct transcription of v5 reference §1.3 with pandas EWM and a full sort (test reference)."""
     frames, probes = x.shape
     distance = np.empty((frames, probes, probes))
     for p in range(probes):

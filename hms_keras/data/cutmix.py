@@ -1,5 +1,5 @@
-"""Batch-level time-segment cutmix of the v5 model (spec v5 §5.2), moved from the model into
-the input pipeline (spec v5 §10.7).
+"""Batch-level time-segment cutmix of the v5 model (v5 reference §5.2), moved from the model into
+the input pipeline (v5 reference §10.7).
 
 A batch is `(inputs, y)`: inputs {"eeg": (B, time, 18) float32 mV, "mask": (B, time, 18)
 float32}, y (B, 2, 8) float32 in the `target_layout` layout. Sample i takes one time segment of

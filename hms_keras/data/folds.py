@@ -1,7 +1,7 @@
 """Cross-validation folds that never put one patient in two folds.
 
 `patient_group_folds`: the v5 recipe's split (spec `v5_eeg_model.md` §3), one fold per eeg_id.
-`stratified_spectrogram_folds`: the spectrogram baseline's split (`spectrogram_baseline.md`),
+`stratified_spectrogram_folds`: the spectrogram baseline's split (`docs/spectrogram_baseline.md`),
 one fold per spectrogram_id.
 """
 
@@ -28,7 +28,7 @@ def _assign_folds(splits, n_units: int) -> np.ndarray:
 
 
 def patient_group_folds(train_df: pd.DataFrame, n_folds: int = 5) -> pd.Series:
-    """Fold (0..n_folds-1) of every eeg_id: GroupKFold by patient_id, deterministic (v5 §3).
+    """Fold (0..n_folds-1) of every eeg_id: GroupKFold by patient_id, deterministic (v5 reference §3).
 
     Fitted on the unique (eeg_id, patient_id) pairs of `train_df` in first-appearance order, so a
     patient weighs by its number of EEGs, not of label rows. Returns an int64 Series named

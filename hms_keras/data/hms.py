@@ -3,7 +3,7 @@
 Every malformed input raises `HmsDataError` (a ValueError) whose message starts with the offending
 file (or data frame) and says what is wrong, so a bad download or a generator bug stops at the
 boundary instead of surfacing as a KeyError deep inside a pipeline. Layout facts:
-`shared/spec/hms_data.md`.
+`docs/hms_data.md`.
 """
 
 import difflib

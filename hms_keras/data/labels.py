@@ -1,8 +1,8 @@
 """Vote targets and sample weights of the v5 recipe, their y arrays, and the label rows a recipe uses:
 the reproducible evaluation row sample (v5) and the first row of each spectrogram (the baseline).
 
-Spec: `shared/spec/v5_eeg_model.md` §2 (two heads: row-level and per-EEG pooled labels) and §7;
-`shared/spec/spectrogram_baseline.md`.
+Spec: `docs/v5_reference.md` §2 (two heads: row-level and per-EEG pooled labels) and §7;
+`docs/spectrogram_baseline.md`.
 """
 
 import numpy as np
@@ -31,7 +31,7 @@ def vote_probabilities(rows: pd.DataFrame, name: str = "rows") -> np.ndarray:
 
 
 def vote_targets(train_df: pd.DataFrame) -> pd.DataFrame:
-    """Per-row and per-EEG vote distributions and weights (v5 §2).
+    """Per-row and per-EEG vote distributions and weights (v5 reference §2).
 
     `train_df`: label rows with `eeg_id` and the six constants.VOTE_COLUMNS (e.g. from
     `read_train_csv`). Returns a copy (same index and row order) plus float64 columns:
@@ -59,7 +59,7 @@ def vote_targets(train_df: pd.DataFrame) -> pd.DataFrame:
 def v5_targets(targets: pd.DataFrame) -> np.ndarray:
     """(rows, 2, 8) float32 y of each label row (`target_layout`): head 0 the row's probabilities
     and `weight`, head 1 its EEG's pooled probabilities and `weight_per_eeg`, threshold 0.
-    `targets`: rows with the `vote_targets` columns (spec v5 §2)."""
+    `targets`: rows with the `vote_targets` columns (v5 reference §2)."""
     require_columns(targets, TARGET_COLUMNS, "targets")
     row, per_eeg = targets[list(PROB_COLUMNS)].to_numpy(), targets[list(PROB_PER_EEG_COLUMNS)].to_numpy()
     probabilities = np.stack([row, per_eeg], axis=1)  # (rows, 2, 6)

@@ -209,7 +209,7 @@ def make_v5_train_dataset(
     worker_count: int = 0,
     first_epoch: int = 0,
 ) -> tuple[grain.IterDataset, int]:
-    """The v5 training pipeline (spec v5 §1.4-1.5, §2, §5), `len(min_weight_schedule)` epochs.
+    """The v5 training pipeline (v5 reference §1.4-1.5, §2, §5), `len(min_weight_schedule)` epochs.
 
     cache: the EEG cache of the training EEGs. targets: `labels.vote_targets` rows of the
     training EEGs (any index). Each epoch visits every EEG once in a new order, with one of its
@@ -281,7 +281,7 @@ def make_spectrogram_train_dataset(
     worker_count: int = 0,
     first_epoch: int = 0,
 ) -> tuple[grain.IterDataset, int]:
-    """Spectrogram-baseline training pipeline (spectrogram_baseline.md), `num_epochs` epochs.
+    """Spectrogram-baseline training pipeline (docs/spectrogram_baseline.md), `num_epochs` epochs.
 
     train_rows: train.csv rows; only the first row per spectrogram_id is used. Each epoch
     shuffles them anew and drops the last partial batch. Batches: (images (B, 400, 300, 1)

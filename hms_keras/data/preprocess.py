@@ -1,9 +1,9 @@
 """Raw EEG -> the v5 model's 40 Hz signal (mV) and channel quality factor; Kaggle spectrogram images.
 
-`preprocess_eeg` is the v5 reference's offline preprocessing (`shared/spec/v5_eeg_model.md` §1.2),
+`preprocess_eeg` is the v5 reference's offline preprocessing (`docs/v5_reference.md` §1.2),
 run once per recording; `channel_quality_factor` is its CQF (§1.3). `spectrogram_window` and
 `normalize_spectrogram` turn a Kaggle spectrogram into the ResNet34d baseline's input image
-(`shared/spec/spectrogram_baseline.md`, "Input").
+(`docs/spectrogram_baseline.md`, "Input").
 
 Layouts: arrays are time-major, `(time, channels)`; raw EEG is 200 Hz µV with the 20 columns of
 `constants.EEG_COLUMNS`; preprocessed EEG is 40 Hz "frames" in mV with the 19 `constants.EEG_PROBES`.
@@ -99,7 +99,7 @@ def drop_trailing_nan_rows(x: np.ndarray) -> np.ndarray:
 
 
 def preprocess_eeg(raw_uv) -> tuple[np.ndarray, np.ndarray]:
-    """The v5 preprocessing of one whole recording (spec v5 §1.2), in the reference's order.
+    """The v5 preprocessing of one whole recording (v5 reference §1.2), in the reference's order.
 
     raw_uv: (time, 20) float µV at 200 Hz, columns `constants.EEG_COLUMNS` (EKG last). Missing
     samples come in the two kinds of a parquet file, which the reference treats differently: nulls
@@ -134,7 +134,7 @@ def preprocess_eeg(raw_uv) -> tuple[np.ndarray, np.ndarray]:
 
 
 def channel_quality_factor(signal: np.ndarray) -> np.ndarray:
-    """Per-probe, per-frame channel quality factor (GOF variant, spec v5 §1.3).
+    """Per-probe, per-frame channel quality factor (GOF variant, v5 reference §1.3).
 
     signal: (frames, probes) finite float, 40 Hz (mV in the pipeline). For every pair of probes,
     d_pq(t) = causal EWM mean of (x_p - x_q)^2 (half-life 13 frames, weights normalised by their

@@ -1,4 +1,4 @@
-"""Per-record transforms of the v5 raw-EEG pipeline (spec v5 §1.4, §1.5, §5.1).
+"""Per-record transforms of the v5 raw-EEG pipeline (v5 reference §1.4, §1.5, §5.1).
 
 A record starts as one cached 50 s window, `(2000, 2, 19) float32` ([:, 0] = signal in mV,
 [:, 1] = channel quality factor, 40 Hz, probes in `constants.EEG_PROBES` order), and ends as
@@ -29,7 +29,7 @@ def pad_window(window: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """Split a cached window into signal and CQF, right-padded to `constants.PADDED_FRAMES`.
 
     window: (frames, 2, 19) float32 with frames <= 2048. The signal is reflect-padded (mirror
-    without repeating the last frame), the CQF zero-padded (spec v5 §1.4).
+    without repeating the last frame), the CQF zero-padded (v5 reference §1.4).
     Returns signal (2048, 19) float32 mV and cqf (2048, 19) float32.
     """
     frames = window.shape[0]
@@ -67,7 +67,7 @@ def permute_channels(
 def cutout(signal: np.ndarray, rng: np.random.Generator) -> np.ndarray:
     """Zero `CUTOUT_COUNT` time segments of the signal (time, 19) on all channels.
 
-    Each segment: length L ~ U{0..128} frames, start ~ U{0..time-L-1} (spec v5 §5.1).
+    Each segment: length L ~ U{0..128} frames, start ~ U{0..time-L-1} (v5 reference §5.1).
     """
     signal = signal.copy()
     for _ in range(CUTOUT_COUNT):
@@ -80,7 +80,7 @@ def cutout(signal: np.ndarray, rng: np.random.Generator) -> np.ndarray:
 def augment_monopolar(
     signal: np.ndarray, cqf: np.ndarray, rng: np.random.Generator
 ) -> tuple[np.ndarray, np.ndarray]:
-    """The v5 data-loader augmentations in order, each with its own probability (spec v5 §5.1):
+    """The v5 data-loader augmentations in order, each with its own probability (v5 reference §5.1):
     L/R swap (p 0.5), L/R-consistent channel permutation (p 0.3), four cut-outs (p 0.3).
 
     signal, cqf: (time, 19) float32. Returns new arrays of the same shapes; the CQF follows the
@@ -106,7 +106,7 @@ CROP = slice(constants.CROP_START, constants.CROP_START + constants.CROP_FRAMES)
 
 
 def front_end(signal: np.ndarray, cqf: np.ndarray) -> dict[str, np.ndarray]:
-    """Bipolar montage, high-pass + clip, central crop (spec v5 §1.5).
+    """Bipolar montage, high-pass + clip, central crop (v5 reference §1.5).
 
     signal, cqf: (2048, 19) float32. Returns {"eeg": (512, 18) float32 mV, "mask": (512, 18)
     float32}, frames [744, 1256) of the window. The filter is causal, so it runs only over the

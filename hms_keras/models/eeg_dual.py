@@ -1,6 +1,6 @@
 """The v5 raw-EEG model: a shared ("dual") EfficientNet-style encoder over both hemispheres.
 
-Reference: the 4th-place HMS solution's `v5_eeg_24ep_cutmix` (`shared/spec/v5_eeg_model.md` §4).
+Reference: the 4th-place HMS solution's `v5_eeg_24ep_cutmix` (`docs/v5_reference.md` §4).
 Each hemisphere is a 10-channel stack (`constants.LEFT_STACK` / `RIGHT_STACK`) with two planes
 (signal, channel-quality mask). Both stacks go through one encoder as extra batch items (so batch
 norm sees both), and the two feature maps are fused only with symmetric functions (min, max,

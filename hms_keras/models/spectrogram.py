@@ -1,6 +1,6 @@
 """The spectrogram baseline: a ResNet-34-D (keras-hub backbone) on one Kaggle spectrogram window.
 
-The port of the public "HMS-HBAC ResNet34d Baseline" model (`shared/spec/spectrogram_baseline.md`):
+The port of the public "HMS-HBAC ResNet34d Baseline" model (`docs/spectrogram_baseline.md`):
 timm `resnet34d(in_chans=1, num_classes=6)` rebuilt from keras-hub's `ResNetBackbone`.
 
 Input "spectrogram": (batch, 400, 300, 1) float32, the normalised log power of a 600 s window

@@ -34,7 +34,7 @@ ROW_SAMPLING_SEED_OFFSET = 127458  # the reference seeds its row sampler with se
 
 
 def head_mean_logits(model: keras.Model, inputs, steps: int | None = None) -> np.ndarray:
-    """(rows, 6) float64: the model's two heads' logits averaged, as at inference (v5 §7).
+    """(rows, 6) float64: the model's two heads' logits averaged, as at inference (v5 reference §7).
     `inputs`: an evaluation dataset of `steps` batches, or an inputs dict of arrays."""
     logits = model.predict(inputs, steps=steps, verbose=0)  # (rows, 2, 6)
     return np.asarray(logits, np.float64).mean(axis=1)
@@ -101,11 +101,11 @@ class V5EegTask(HmsTask):
         return logits_frame(rows[["eeg_id", "row"]], head_mean_logits(model, dataset, num_batches(rows, batch_size)))
 
     def _sampled_rows(self, fold: int) -> pd.DataFrame:
-        """The CV protocol's rows: up to 3 per validation EEG, seed 123 (v5 §7)."""
+        """The CV protocol's rows: up to 3 per validation EEG, seed 123 (v5 reference §7)."""
         return sample_eval_rows(self.fold_rows(fold, validation=True))
 
     def monitor_score(self, model, fold, *, batch_size):
-        """High-vote per-EEG CV of `model` on the fold (the protocol of v5 §7), in nats."""
+        """High-vote per-EEG CV of `model` on the fold (the protocol of v5 reference §7), in nats."""
         return high_vote_cv(self.targets, self._row_logits(model, self._sampled_rows(fold), batch_size))
 
     def predict_validation(self, model, fold, *, batch_size):
@@ -143,7 +143,7 @@ class V5EegTask(HmsTask):
 
     def predict_test(self, models, *, batch_size=32, on_bad_recording="error") -> pd.DataFrame:
         """Submission for test.csv: per model the head-mean logits of the whole 50 s test EEG,
-        averaged over models in logit space, then softmax (v5 §7). Rows in test.csv order.
+        averaged over models in logit space, then softmax (v5 reference §7). Rows in test.csv order.
 
         Every test EEG is read and preprocessed into the test cache before any model runs, the
         unreadable ones collected on the way; they are handled as `on_bad_recording` says
@@ -163,7 +163,7 @@ class V5EegTask(HmsTask):
         return submission_frame(test["eeg_id"], probabilities)
 
     def ensemble_probabilities(self, models, inputs, steps=None) -> np.ndarray:
-        """(rows, 6) probabilities: head-mean logits averaged over models, then softmax (v5 §7)."""
+        """(rows, 6) probabilities: head-mean logits averaged over models, then softmax (v5 reference §7)."""
         return softmax(np.mean([head_mean_logits(model, inputs, steps) for model in models], axis=0))
 
     def read_recording(self, path) -> np.ndarray:

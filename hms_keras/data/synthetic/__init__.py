@@ -1,6 +1,6 @@
 """A synthetic HMS dataset in the exact Kaggle layout: the embedded default every recipe and test uses.
 
-`generate_dataset(out_dir, ...)` (writer.py) writes what Kaggle ships (shared/spec/hms_data.md):
+`generate_dataset(out_dir, ...)` (writer.py) writes what Kaggle ships (docs/hms_data.md):
 
     train.csv  test.csv  sample_submission.csv
     train_eegs/<eeg_id>.parquet                 (time, 20) float32 µV at 200 Hz, EEG_COLUMNS
