@@ -85,6 +85,20 @@ def start_partial(run_dir_path: Path, resume: bool = True) -> Path:
     return partial
 
 
+@contextlib.contextmanager
+def writing(run_dir_path: Path) -> Iterator[Path]:
+    """`start_partial`, for a block that writes the run: when the block fails (an exception,
+    Ctrl-C) before its first epoch checkpoint, the `<run>.partial/` folder is removed, so an
+    interrupted run leaves nothing behind that cannot be resumed."""
+    partial = start_partial(run_dir_path)
+    try:
+        yield partial
+    except BaseException:
+        if partial.is_dir() and read_checkpoint(partial) is None:
+            shutil.rmtree(partial, ignore_errors=True)
+        raise
+
+
 def publish(partial: Path, run_dir_path: Path) -> Path:
     """Rename a complete `<run>.partial/` to `<run>/` (atomic on one file system), after
     removing its epoch checkpoint."""

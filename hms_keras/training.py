@@ -77,59 +77,60 @@ def train_one(recipe: Recipe, task: Task, fold: int, seed: int, run_dir: Path) -
         worker_count=recipe.data.worker_count,
         first_epoch=first_epoch,
     )
-    partial = runs.start_partial(run_dir)  # after the data is read: a data error leaves no folder behind
-    model = MODELS[recipe.model](**recipe.model_args)
-    model.compile(
-        optimizer=TorchAdamW(
-            learning_rate=_learning_rate_schedule(recipe, steps_per_epoch * recipe.train.epochs),
-            weight_decay=recipe.train.weight_decay,
-            epsilon=recipe.train.epsilon,
-        ),
-        loss=task.loss(),
-    )
-    best = None
-    if recipe.train.checkpoint == "best":
-        best = BestWeights(partial, patience=recipe.train.early_stopping_patience or recipe.train.epochs,
-                           state=state["best"])
-    if checkpoint:
-        model.optimizer.build(model.trainable_variables)  # so that its saved variables load too
-        model.load_weights(checkpoint[0])
-        print(f"[{recipe.name}] fold {fold} seed {seed}: resuming after epoch {first_epoch} ({checkpoint[0]})")
-    callbacks = [ValidationScore(task, fold, batch_size=recipe.train.batch_size), LearningRateLogger()]
-    callbacks += [best] if best else []
-    callbacks.append(EpochCheckpoint(partial, state, best, started))
-    print(f"[{recipe.name}] fold {fold} seed {seed}: {recipe.train.epochs} epochs x {steps_per_epoch} steps")
-    with count_xla_compilations() as compilations:
-        model.fit(
-            train_data,
-            epochs=recipe.train.epochs,
-            initial_epoch=first_epoch,
-            steps_per_epoch=steps_per_epoch,
-            callbacks=callbacks,
-            shuffle=False,  # the Grain pipeline shuffles, per epoch and seed
-            verbose=1,
+    # after the data is read: a data error leaves no folder behind
+    with runs.writing(run_dir) as partial:
+        model = MODELS[recipe.model](**recipe.model_args)
+        model.compile(
+            optimizer=TorchAdamW(
+                learning_rate=_learning_rate_schedule(recipe, steps_per_epoch * recipe.train.epochs),
+                weight_decay=recipe.train.weight_decay,
+                epsilon=recipe.train.epsilon,
+            ),
+            loss=task.loss(),
         )
-    train_step_compilations = compilations.get("train_step")  # None where nothing is counted (not JAX)
-    if train_step_compilations not in (None, 1) and first_epoch < recipe.train.epochs:
-        print(f"[{recipe.name}] warning: the train step was compiled {train_step_compilations} times, not once")
-    if best is not None:
-        best.restore(model)
+        best = None
+        if recipe.train.checkpoint == "best":
+            best = BestWeights(partial, patience=recipe.train.early_stopping_patience or recipe.train.epochs,
+                               state=state["best"])
+        if checkpoint:
+            model.optimizer.build(model.trainable_variables)  # so that its saved variables load too
+            model.load_weights(checkpoint[0])
+            print(f"[{recipe.name}] fold {fold} seed {seed}: resuming after epoch {first_epoch} ({checkpoint[0]})")
+        callbacks = [ValidationScore(task, fold, batch_size=recipe.train.batch_size), LearningRateLogger()]
+        callbacks += [best] if best else []
+        callbacks.append(EpochCheckpoint(partial, state, best, started))
+        print(f"[{recipe.name}] fold {fold} seed {seed}: {recipe.train.epochs} epochs x {steps_per_epoch} steps")
+        with count_xla_compilations() as compilations:
+            model.fit(
+                train_data,
+                epochs=recipe.train.epochs,
+                initial_epoch=first_epoch,
+                steps_per_epoch=steps_per_epoch,
+                callbacks=callbacks,
+                shuffle=False,  # the Grain pipeline shuffles, per epoch and seed
+                verbose=1,
+            )
+        train_step_compilations = compilations.get("train_step")  # None where nothing is counted (not JAX)
+        if train_step_compilations not in (None, 1) and first_epoch < recipe.train.epochs:
+            print(f"[{recipe.name}] warning: the train step was compiled {train_step_compilations} times, not once")
+        if best is not None:
+            best.restore(model)
 
-    model.save(partial / runs.MODEL_FILE)
-    pd.DataFrame(state["history"]).to_csv(partial / runs.HISTORY_FILE, index=False)
-    oof = task.predict_validation(model, fold, batch_size=recipe.train.batch_size)
-    scores = task.score_oof(oof, fold)
-    oof.to_parquet(partial / runs.OOF_FILE, index=False)
-    description = runs.describe(recipe, fold, seed)
-    description.update(
-        scores=scores,
-        train_seconds=round(state["seconds"], 1),  # in epochs, over every process that trained this run
-        resumed_after_epoch=first_epoch or None,
-        train_step_compilations=train_step_compilations,
-    )
-    runs.write_description(partial, description)
-    runs.publish(partial, run_dir)
-    print(f"[{recipe.name}] fold {fold} seed {seed}: " + ", ".join(f"{k} {v:.4f}" for k, v in scores.items()))
+        model.save(partial / runs.MODEL_FILE)
+        pd.DataFrame(state["history"]).to_csv(partial / runs.HISTORY_FILE, index=False)
+        oof = task.predict_validation(model, fold, batch_size=recipe.train.batch_size)
+        scores = task.score_oof(oof, fold)
+        oof.to_parquet(partial / runs.OOF_FILE, index=False)
+        description = runs.describe(recipe, fold, seed)
+        description.update(
+            scores=scores,
+            train_seconds=round(state["seconds"], 1),  # in epochs, over every process that trained this run
+            resumed_after_epoch=first_epoch or None,
+            train_step_compilations=train_step_compilations,
+        )
+        runs.write_description(partial, description)
+        runs.publish(partial, run_dir)
+        print(f"[{recipe.name}] fold {fold} seed {seed}: " + ", ".join(f"{k} {v:.4f}" for k, v in scores.items()))
     return run_dir
 
 

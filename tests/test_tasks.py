@@ -2,6 +2,8 @@
 third kind of input trains, predicts and scores through `training` and `inference` unchanged."""
 
 import dataclasses
+import subprocess
+import sys
 
 import keras
 import numpy as np
@@ -173,3 +175,40 @@ def test_the_best_checkpoint_rule_keeps_the_best_epoch_and_stops_after_patience(
     resumed.set_model(model)
     resumed.on_epoch_end(4, {"val_kl": 0.2})
     assert resumed.state() == {"val_kl": 0.2, "epoch": 4, "wait": 0}
+
+
+HOLD_CLAIM = """
+import sys, time
+from pathlib import Path
+from hms_keras import runs
+with runs.claim(Path(sys.argv[1])) as claimed:
+    print("held" if claimed else "busy", flush=True)
+    time.sleep(120)
+"""
+
+
+def test_a_run_another_process_holds_is_skipped_then_trained_once_it_is_free(toy_registered, tmp_path, capsys):
+    recipe = dataclasses.replace(toy_registered, folds=(0,), seeds=(0, 1))
+    held = runs.run_dir(tmp_path / "toy", 0, 1)
+    holder = subprocess.Popen([sys.executable, "-c", HOLD_CLAIM, str(held)], stdout=subprocess.PIPE, text=True)
+    try:
+        assert holder.stdout.readline().strip() == "held"
+        train_recipe(recipe, tmp_path)
+        assert "fold 0 seed 1: another process is training it, skipped" in capsys.readouterr().out
+        assert runs.is_finished(runs.run_dir(tmp_path / "toy", 0, 0))
+        assert not runs.is_finished(held) and not runs.partial_dir(held).exists()
+    finally:
+        holder.kill()  # kill -9: the lock goes with the process
+        holder.wait()
+    train_recipe(recipe, tmp_path)
+    assert runs.is_finished(held)
+
+
+def test_a_run_that_fails_before_its_first_epoch_leaves_no_folder(toy_registered, tmp_path, monkeypatch):
+    def broken_model(name="toy_dense"):
+        raise RuntimeError("the model cannot be built")
+
+    monkeypatch.setitem(models.MODELS, "toy_dense", broken_model)
+    with pytest.raises(RuntimeError, match="cannot be built"):
+        train_recipe(dataclasses.replace(toy_registered, folds=(0,), seeds=(0,)), tmp_path)
+    assert not runs.partial_dir(runs.run_dir(tmp_path / "toy", 0, 0)).exists()
