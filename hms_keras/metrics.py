@@ -108,6 +108,14 @@ def softmax(logits: np.ndarray) -> np.ndarray:
     return exponentials / exponentials.sum(axis=-1, keepdims=True)
 
 
+def log_softmax(logits: np.ndarray) -> np.ndarray:
+    """Log-softmax over the last axis, float64, computed stably; (..., 6) logits -> (..., 6)
+    natural-log probabilities (`softmax` of the result gives back `softmax(logits)`)."""
+    shifted = np.asarray(logits, dtype=np.float64)
+    shifted = shifted - shifted.max(axis=-1, keepdims=True)
+    return shifted - np.log(np.exp(shifted).sum(axis=-1, keepdims=True))
+
+
 def submission_frame(eeg_ids, probabilities: np.ndarray) -> pd.DataFrame:
     """A submission-shaped frame: `eeg_id` and the six VOTE_COLUMNS from (rows, 6) probabilities."""
     probabilities = np.asarray(probabilities, dtype=np.float64)  # (rows, 6)

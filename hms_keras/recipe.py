@@ -13,6 +13,7 @@ import types
 import typing
 from typing import Any
 
+from hms_keras.data.folds import FOLD_SCHEMES
 from hms_keras.data.synthetic import DEFAULT_EMBEDDED_EEGS
 
 SCHEDULES = ("cosine", "one_cycle")
@@ -34,6 +35,10 @@ class DataSettings:
     synthetic_eegs: int = DEFAULT_EMBEDDED_EEGS  # size of the embedded dataset used when data_dir is None
     synthetic_seed: int = 0
     n_folds: int = 5
+    # how label rows are split into folds (data.folds.FOLD_SCHEMES): "patient_group" (v5's GroupKFold
+    # per eeg_id) or "stratified_spectrogram" (the spectrogram baseline's); None = the task's own.
+    # Recipes whose out-of-fold predictions are ensembled together need the same scheme.
+    fold_scheme: str | None = None
     worker_count: int = 0  # Grain worker processes; 0 was fastest on 2 cores
 
 
@@ -87,8 +92,9 @@ class Recipe:
         tasks, models: the valid task and model names (e.g. `hms_keras.tasks.TASKS`,
         `hms_keras.models.MODELS`); not checked when None. Raises RecipeError naming the recipe
         and every offending key: a value of the wrong type, an empty or repeated fold or seed,
-        a fold outside `range(data.n_folds)`, a negative seed, a non-positive batch size, epoch
-        count or learning rate, an unknown schedule, checkpoint or mixed-precision policy.
+        a fold outside `range(data.n_folds)`, an unknown fold scheme, a negative seed, a
+        non-positive batch size, epoch count or learning rate, an unknown schedule, checkpoint or
+        mixed-precision policy.
         """
         problems = _type_problems(self, "")
         if not problems:  # the range checks compare values, so they need the right types
@@ -147,6 +153,8 @@ def _value_problems(recipe: Recipe, tasks, models) -> list[str]:
         (models is None or recipe.model in models,
          f"model must be one of {sorted(models or ())}, got {recipe.model!r}"),
         (data.n_folds >= 2, f"data.n_folds must be at least 2, got {data.n_folds}"),
+        (data.fold_scheme is None or data.fold_scheme in FOLD_SCHEMES,
+         f"data.fold_scheme must be one of {list(FOLD_SCHEMES)} or none, got {data.fold_scheme!r}"),
         (data.synthetic_eegs >= 1, f"data.synthetic_eegs must be at least 1, got {data.synthetic_eegs}"),
         (data.worker_count >= 0, f"data.worker_count must be at least 0, got {data.worker_count}"),
         (train.epochs >= 1, f"train.epochs must be at least 1, got {train.epochs}"),

@@ -6,6 +6,9 @@
                        weights were converted from)
         history.csv    per-epoch training log                     (trained runs only)
         oof.parquet    out-of-fold logits of the fold's rows      (trained runs only)
+        oof_shift<+s>.parquet  the same rows' logits under a test-time augmentation view
+                       (written by `hms_keras.ensembles` when first asked for, e.g.
+                       `oof_shift+128.parquet`)
 
 A run is written into `seed_<s>.partial/` and renamed to `seed_<s>/` when every file is in it,
 so a folder without the suffix is complete: it is *finished* when it holds `model.keras` and
@@ -218,6 +221,24 @@ def read_description(run_dir_path) -> dict:
 def has_oof(run_dir_path) -> bool:
     """True when the run holds out-of-fold predictions (converted runs do not)."""
     return (Path(run_dir_path) / OOF_FILE).is_file()
+
+
+def oof_view_path(run_dir_path, shift: int) -> Path:
+    """Where a run keeps its out-of-fold logits under test-time augmentation shift `shift`
+    (`oof_shift+128.parquet`); shift 0 is `oof.parquet` itself."""
+    return Path(run_dir_path) / (OOF_FILE if shift == 0 else f"oof_shift{shift:+d}.parquet")
+
+
+def write_oof_view(run_dir_path, shift: int, frame: pd.DataFrame) -> Path:
+    """Write a test-time augmentation view's out-of-fold logits into a finished run (a
+    temporary file renamed into place, so a reader never sees half a file); returns its path."""
+    if shift == 0:
+        raise ValueError("shift 0 is the run's own oof.parquet, written by training")
+    path = oof_view_path(run_dir_path, shift)
+    temporary = path.with_name(f".tmp_{path.name}")
+    frame.to_parquet(temporary, index=False)
+    os.replace(temporary, path)
+    return path
 
 
 def read_oof(run_dirs) -> pd.DataFrame:

@@ -12,6 +12,10 @@ from sklearn.model_selection import GroupKFold, StratifiedGroupKFold
 from hms_keras.data.hms import HmsDataError, require_columns
 from hms_keras.data.labels import first_row_per_spectrogram
 
+# Named fold schemes: "patient_group" = `patient_group_folds` (v5, per eeg_id), "stratified_spectrogram" =
+# `stratified_spectrogram_folds` (the spectrogram baseline, per spectrogram_id).
+FOLD_SCHEMES = ("patient_group", "stratified_spectrogram")
+
 
 def _check_enough_patients(units: pd.DataFrame, n_folds: int) -> None:
     n_patients = units["patient_id"].nunique()
@@ -60,3 +64,27 @@ def stratified_spectrogram_folds(train_df: pd.DataFrame, n_folds: int = 5, seed:
     splits = splitter.split(first_rows, y=first_rows["expert_consensus"], groups=first_rows["patient_id"])
     index = pd.Index(first_rows["spectrogram_id"].to_numpy(), name="spectrogram_id")
     return pd.Series(_assign_folds(splits, len(first_rows)), index=index, name="fold")
+
+
+def label_row_folds(train_df: pd.DataFrame, scheme: str, n_folds: int = 5) -> np.ndarray:
+    """(rows,) int64 fold of every label row of `train_df` under `scheme` (one of FOLD_SCHEMES):
+    the fold of its eeg_id ("patient_group") or of its spectrogram_id ("stratified_spectrogram").
+
+    Either way every row of one EEG, and of one spectrogram, lies in one fold (an EEG has one
+    spectrogram; a spectrogram spans EEGs of one patient), so a recipe of either task can train on
+    either scheme. Raises ValueError for an unknown scheme and HmsDataError when a spectrogram's
+    rows fall into different patient-grouped folds (a spectrogram shared by several patients).
+    """
+    if scheme == "patient_group":
+        require_columns(train_df, ("eeg_id", "spectrogram_id"), "train_df")
+        folds = train_df["eeg_id"].map(patient_group_folds(train_df, n_folds)).to_numpy(np.int64)  # (rows,)
+        spread = pd.Series(folds).groupby(train_df["spectrogram_id"].to_numpy()).nunique()  # (spectrograms,)
+        if (spread > 1).any():
+            raise HmsDataError(
+                f"train_df: spectrogram_id {spread.index[int(np.argmax(spread.to_numpy() > 1))]} has label rows "
+                "in several patient-grouped folds (its EEGs belong to different patients)"
+            )
+        return folds
+    if scheme == "stratified_spectrogram":
+        return train_df["spectrogram_id"].map(stratified_spectrogram_folds(train_df, n_folds)).to_numpy(np.int64)
+    raise ValueError(f"unknown fold scheme {scheme!r}; choose from {list(FOLD_SCHEMES)}")

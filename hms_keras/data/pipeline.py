@@ -29,8 +29,8 @@ from hms_keras.data.cache import EegCache
 from hms_keras.data.cutmix import CutMix
 from hms_keras.data.hms import HmsDataError, HmsLayout, read_spectrogram
 from hms_keras.data.labels import TARGET_COLUMNS, first_row_per_spectrogram, v5_targets, vote_probabilities
-from hms_keras.data.preprocess import normalize_spectrogram, spectrogram_window
-from hms_keras.data.transforms import AugmentMonopolar, V5FrontEnd, pad_window, window_inputs
+from hms_keras.data.preprocess import normalize_spectrogram, shift_spectrogram_window, spectrogram_window
+from hms_keras.data.transforms import AugmentMonopolar, V5FrontEnd, check_crop_shift, pad_window, window_inputs
 from hms_keras.target_layout import with_threshold
 
 # Background threads per process that prepare batches ahead of the consumer.
@@ -107,11 +107,16 @@ class ReadV5Window(grain.transforms.Map):
 
 class ReadV5Inputs(ReadV5Window):
     """Row position -> (inputs, y (2, 8) float32), or the inputs dict alone when y is None: the
-    row's window through `transforms.window_inputs` (no augmentation), as `tasks.v5_eeg.eeg_inputs`
-    turns a recording into model inputs."""
+    row's window through `transforms.window_inputs` (no augmentation; the crop moved by
+    `crop_shift` frames for a test-time augmentation view), as `tasks.v5_eeg.eeg_inputs` turns a
+    recording into model inputs."""
+
+    def __init__(self, cache, eeg_ids, start_frames, y, crop_shift: int = 0):
+        super().__init__(cache, eeg_ids, start_frames, y)
+        self.crop_shift = crop_shift
 
     def map(self, element: int) -> tuple[dict[str, np.ndarray], np.ndarray] | dict[str, np.ndarray]:
-        inputs = window_inputs(self.window(element))  # {"eeg", "mask"}: (512, 18) each
+        inputs = window_inputs(self.window(element), self.crop_shift)  # {"eeg", "mask"}: (512, 18) each
         return inputs if self.y is None else (inputs, self.y[element])
 
 
@@ -129,18 +134,24 @@ class SetMinWeightThreshold(grain.transforms.MapWithIndex):
 
 class ReadSpectrogramWindow(grain.transforms.Map):
     """Row position -> (image (400, 300, 1) float32, y (6,) float32), or the image alone when
-    y is None. Reads the row's parquet file on each call, so memory stays bounded."""
+    y is None. Reads the row's parquet file on each call, so memory stays bounded. time_shift:
+    rows (2 s) the window is moved by for a test-time augmentation view
+    (`preprocess.shift_spectrogram_window`; 0 in training)."""
 
-    def __init__(self, layout: HmsLayout, split: str, rows: pd.DataFrame, y: np.ndarray | None):
+    def __init__(
+        self, layout: HmsLayout, split: str, rows: pd.DataFrame, y: np.ndarray | None, time_shift: int = 0
+    ):
         self.layout = layout
         self.split = split
         self.spectrogram_ids = rows["spectrogram_id"].to_numpy(np.int64)
         self.offsets = spectrogram_offsets(rows)
         self.y = y
+        self.time_shift = time_shift
 
     def map(self, element: int) -> tuple[np.ndarray, np.ndarray] | np.ndarray:
         _, values = read_spectrogram(self.layout.spectrogram_path(self.split, self.spectrogram_ids[element]))
-        image = normalize_spectrogram(spectrogram_window(values, self.offsets[element]))[..., None]  # (400, 300, 1)
+        window = shift_spectrogram_window(spectrogram_window(values, self.offsets[element]), self.time_shift)
+        image = normalize_spectrogram(window)[..., None]  # (400, 300, 1)
         return image if self.y is None else (image, self.y[element])
 
 
@@ -240,7 +251,7 @@ def make_v5_train_dataset(
 
 
 def make_v5_eval_dataset(
-    cache: EegCache, rows: pd.DataFrame, *, batch_size: int = 32, worker_count: int = 0
+    cache: EegCache, rows: pd.DataFrame, *, batch_size: int = 32, worker_count: int = 0, crop_shift: int = 0
 ) -> tuple[grain.IterDataset, pd.DataFrame]:
     """Deterministic v5 evaluation / inference pipeline: one sample per row, no augmentation.
 
@@ -248,8 +259,11 @@ def make_v5_eval_dataset(
     `row` for pooling per EEG), or test.csv rows (no offset column: window from frame 0).
     When rows carry the `labels.vote_targets` columns the batches are `(inputs, y)` with
     threshold 0, else the inputs dict alone. The last batch may be smaller than batch_size.
+    crop_shift: frames the 512-frame crop is moved by (a test-time augmentation view,
+    `transforms.CROP_SHIFT_RANGE`; 0 = the central crop the model was trained on).
     Returns (dataset, rows reindexed 0..n-1): sample i of the predictions is row i.
     """
+    check_crop_shift(crop_shift)
     rows = rows.reset_index(drop=True)
     eeg_ids = rows["eeg_id"].to_numpy(np.int64)  # (rows,)
     start_frames = window_start_frames(rows)  # (rows,)
@@ -257,7 +271,7 @@ def make_v5_eval_dataset(
     y = v5_targets(rows) if set(TARGET_COLUMNS) <= set(rows.columns) else None
     dataset = (
         grain.MapDataset.range(len(rows))
-        .map(ReadV5Inputs(cache, eeg_ids, start_frames, y))
+        .map(ReadV5Inputs(cache, eeg_ids, start_frames, y, crop_shift))
         .batch(batch_size, drop_remainder=False)
     )
     return _iterate(dataset, worker_count), rows
@@ -297,15 +311,22 @@ def make_spectrogram_train_dataset(
 
 
 def make_spectrogram_eval_dataset(
-    layout: HmsLayout, rows: pd.DataFrame, *, split: str = "train", batch_size: int = 32, worker_count: int = 0
+    layout: HmsLayout,
+    rows: pd.DataFrame,
+    *,
+    split: str = "train",
+    batch_size: int = 32,
+    worker_count: int = 0,
+    time_shift: int = 0,
 ) -> tuple[grain.IterDataset, pd.DataFrame]:
     """Deterministic spectrogram pipeline, one image per row of `rows`, in order.
 
     rows: e.g. `labels.first_row_per_spectrogram(validation rows)` (windows at
     spectrogram_label_offset_seconds, batches (images, y (B, 6))) or test.csv rows with
     split="test" (no offset column: the first 300 rows of each file; no votes: images alone).
-    The last batch may be partial. Returns (dataset, rows reindexed 0..n-1): prediction i
-    belongs to row i.
+    The last batch may be partial. time_shift: rows (2 s) every window is moved by, a test-time
+    augmentation view (`preprocess.shift_spectrogram_window`). Returns (dataset, rows reindexed
+    0..n-1): prediction i belongs to row i.
     """
     rows = rows.reset_index(drop=True)
     _check_spectrogram_files(layout, split, rows)
@@ -313,7 +334,7 @@ def make_spectrogram_eval_dataset(
     y = vote_probabilities(rows).astype(np.float32) if has_votes else None  # (rows, 6)
     dataset = (
         grain.MapDataset.range(len(rows))
-        .map(ReadSpectrogramWindow(layout, split, rows, y))
+        .map(ReadSpectrogramWindow(layout, split, rows, y, time_shift))
         .batch(batch_size, drop_remainder=False)
     )
     return _iterate(dataset, worker_count), rows

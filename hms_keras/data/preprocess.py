@@ -193,6 +193,29 @@ def spectrogram_window(values: np.ndarray, offset_seconds: float) -> np.ndarray:
     return np.ascontiguousarray(window.T)  # (400, 300)
 
 
+MAX_TIME_SHIFT_ROWS = constants.SPECTROGRAM_WINDOW_ROWS // 2  # largest test-time shift of a window, rows (2 s)
+
+
+def shift_spectrogram_window(window: np.ndarray, shift_rows: int) -> np.ndarray:
+    """A test-time augmentation view of a `spectrogram_window`: its time columns moved by
+    `shift_rows` (2 s each; |shift| <= MAX_TIME_SHIFT_ROWS), the columns that leave the window on
+    one side replaced by a mirror image of the window's edge on the other.
+
+    window: (400, 300) float32. Returns (400, 300) float32: columns [s, s + 300) of the window
+    reflect-padded by |s| on the right (s > 0, later time) or on the left (s < 0). Only the
+    window itself is used, never the rows of the file around it, because a Kaggle test
+    spectrogram is exactly the window: the view measured out of fold is the view used at test time.
+    """
+    if abs(shift_rows) > MAX_TIME_SHIFT_ROWS:
+        raise ValueError(f"spectrogram time shift {shift_rows} rows: |shift| must be <= {MAX_TIME_SHIFT_ROWS}")
+    if shift_rows == 0:
+        return window
+    padding = (max(-shift_rows, 0), max(shift_rows, 0))
+    padded = np.pad(window, ((0, 0), padding), mode="reflect")  # (400, 300 + |s|)
+    start = max(shift_rows, 0)
+    return np.ascontiguousarray(padded[:, start : start + window.shape[1]])  # (400, 300)
+
+
 def normalize_spectrogram(image: np.ndarray) -> np.ndarray:
     """Per-image log standardisation of a spectrogram image (ResNet34d baseline).
 

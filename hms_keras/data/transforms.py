@@ -103,24 +103,44 @@ def highpass_clip(eeg: np.ndarray) -> np.ndarray:
 
 
 CROP = slice(constants.CROP_START, constants.CROP_START + constants.CROP_FRAMES)
+# Crop shifts (40 Hz frames) that keep the 512-frame crop inside the 2048-frame padded window:
+# test-time augmentation views (`front_end(crop_shift=...)`).
+CROP_SHIFT_RANGE = (-constants.CROP_START, constants.PADDED_FRAMES - CROP.stop)  # (-744, 792)
 
 
-def front_end(signal: np.ndarray, cqf: np.ndarray) -> dict[str, np.ndarray]:
+def check_crop_shift(crop_shift: int) -> None:
+    """Raise ValueError unless the crop moved by `crop_shift` frames stays inside the padded window."""
+    low, high = CROP_SHIFT_RANGE
+    if not low <= crop_shift <= high:
+        raise ValueError(
+            f"crop shift {crop_shift} frames moves the 512-frame crop out of the {constants.PADDED_FRAMES}-frame "
+            f"window; shifts lie within {low}..{high}"
+        )
+
+
+def front_end(signal: np.ndarray, cqf: np.ndarray, crop_shift: int = 0) -> dict[str, np.ndarray]:
     """Bipolar montage, high-pass + clip, central crop (v5 reference §1.5).
 
     signal, cqf: (2048, 19) float32. Returns {"eeg": (512, 18) float32 mV, "mask": (512, 18)
-    float32}, frames [744, 1256) of the window. The filter is causal, so it runs only over the
-    frames up to the end of the crop; the result equals filtering all 2048 frames.
+    float32}, frames [744, 1256) of the window, or [744 + crop_shift, 1256 + crop_shift) for a
+    test-time augmentation view (within `CROP_SHIFT_RANGE`; training always uses 0). The filter
+    is causal, so it runs only over the frames up to the end of the crop; the result equals
+    filtering all 2048 frames.
     """
-    eeg = highpass_clip(bipolar_signal(signal[: CROP.stop]))  # (1256, 18)
-    return {"eeg": eeg[CROP], "mask": bipolar_mask(cqf[CROP])}  # (512, 18) each
+    crop = CROP
+    if crop_shift:
+        check_crop_shift(crop_shift)
+        crop = slice(CROP.start + crop_shift, CROP.stop + crop_shift)
+    eeg = highpass_clip(bipolar_signal(signal[: crop.stop]))  # (crop.stop, 18)
+    return {"eeg": eeg[crop], "mask": bipolar_mask(cqf[crop])}  # (512, 18) each
 
 
-def window_inputs(window: np.ndarray) -> dict[str, np.ndarray]:
+def window_inputs(window: np.ndarray, crop_shift: int = 0) -> dict[str, np.ndarray]:
     """The unaugmented model inputs of one cached window (evaluation, inference): `pad_window`,
-    then `front_end`. window: (frames <= 2048, 2, 19) float32. Returns {"eeg": (512, 18) float32
-    mV, "mask": (512, 18) float32}."""
-    return front_end(*pad_window(window))
+    then `front_end` (the crop moved by `crop_shift` frames for a test-time augmentation view).
+    window: (frames <= 2048, 2, 19) float32. Returns {"eeg": (512, 18) float32 mV, "mask":
+    (512, 18) float32}."""
+    return front_end(*pad_window(window), crop_shift=crop_shift)
 
 
 class AugmentMonopolar(grain.transforms.RandomMap):

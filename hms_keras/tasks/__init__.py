@@ -24,7 +24,7 @@ TASKS: dict[str, type[Task]] = {"v5_eeg": V5EegTask, "spectrogram": SpectrogramT
 
 def task_for(recipe: Recipe, data_dir=None) -> Task:
     """The recipe's task on `data_dir` (default: the recipe's own data, the embedded synthetic
-    dataset when that is None), with the recipe's fold count and synthetic-data settings."""
+    dataset when that is None), with the recipe's fold count, fold scheme and synthetic-data settings."""
     if recipe.task not in TASKS:
         raise ValueError(f"unknown task {recipe.task!r} in recipe {recipe.name!r}; choose from {sorted(TASKS)}")
     return TASKS[recipe.task](
@@ -32,6 +32,7 @@ def task_for(recipe: Recipe, data_dir=None) -> Task:
         n_folds=recipe.data.n_folds,
         synthetic_eegs=recipe.data.synthetic_eegs,
         synthetic_seed=recipe.data.synthetic_seed,
+        fold_scheme=recipe.data.fold_scheme,
     )
 
 

@@ -14,7 +14,7 @@ import pandas as pd
 from hms_keras import runs
 from hms_keras.data.hms import HmsDataError, HmsLayout, check_label_windows, read_test_csv, read_train_csv
 from hms_keras.data.synthetic import DEFAULT_EMBEDDED_EEGS, embedded_data_dir
-from hms_keras.metrics import LOGIT_COLUMNS, class_prior, kaggle_kl_score, submission_frame
+from hms_keras.metrics import LOGIT_COLUMNS, class_prior, kaggle_kl_score, log_softmax, submission_frame
 
 
 def resolve_data_dir(data_dir, synthetic_eegs: int, synthetic_seed: int) -> Path:
@@ -79,13 +79,25 @@ class Task(abc.ABC):
     constructor must not read data (the per-recording methods are used without any data folder).
     """
 
+    default_fold_scheme = "patient_group"  # the fold scheme (data.folds.FOLD_SCHEMES) when the recipe names none
+    # What one test-time augmentation shift moves (`predict_validation(shift=)`, `predict_test(tta=)`);
+    # None: the task has no test-time augmentation.
+    tta_unit: str | None = None
+
     def __init__(
-        self, data_dir=None, *, n_folds: int = 5, synthetic_eegs: int = DEFAULT_EMBEDDED_EEGS, synthetic_seed: int = 0
+        self,
+        data_dir=None,
+        *,
+        n_folds: int = 5,
+        synthetic_eegs: int = DEFAULT_EMBEDDED_EEGS,
+        synthetic_seed: int = 0,
+        fold_scheme: str | None = None,
     ):
         self.data_dir = data_dir
         self.n_folds = n_folds
         self.synthetic_eegs = synthetic_eegs
         self.synthetic_seed = synthetic_seed
+        self.fold_scheme = fold_scheme or self.default_fold_scheme
 
     # --- training ---------------------------------------------------------------------------
 
@@ -117,7 +129,9 @@ class Task(abc.ABC):
 
     @abc.abstractmethod
     def predict_validation(self, model: keras.Model, fold: int, *, batch_size: int) -> pd.DataFrame:
-        """Out-of-fold logits of the fold's validation rows: id columns + `metrics.LOGIT_COLUMNS`."""
+        """Out-of-fold logits of the fold's validation rows: id columns (`label_id` among them) +
+        `metrics.LOGIT_COLUMNS`. Tasks with test-time augmentation (`tta_unit`) also take
+        `shift=` (one view; 0 = the unaugmented prediction written to `oof.parquet`)."""
 
     @abc.abstractmethod
     def score_oof(self, oof: pd.DataFrame, fold: int) -> dict[str, float]:
@@ -134,6 +148,31 @@ class Task(abc.ABC):
             oof = runs.read_oof(run_dirs)
             table.append({"fold": fold, "seeds": oof["seed"].nunique(), **self.score_oof(oof, fold)})
         return pd.DataFrame(table)
+
+    # --- combining models and test-time augmentation views ---------------------------------
+
+    def model_logits(self, model: keras.Model, inputs, steps: int | None = None) -> np.ndarray:
+        """(rows, 6) float64 logits of one model on `inputs` (an evaluation dataset of `steps`
+        batches, or a batch of model inputs), as `log_probabilities` combines them."""
+        return np.asarray(model.predict(inputs, steps=steps, verbose=0), np.float64)
+
+    def log_probabilities(self, logits: np.ndarray) -> np.ndarray:
+        """(rows, 6) float64 natural-log class probabilities of several models (or test-time
+        augmentation views) combined as this task ensembles them; logits: (models, rows, 6).
+        Here: the logits averaged, then log-softmax (the v5 reference's logit mean)."""
+        return log_softmax(np.mean(np.asarray(logits, np.float64), axis=0))
+
+    def check_tta(self, shifts: Sequence[int]) -> tuple[int, ...]:
+        """`shifts` as a tuple of distinct ints, after checking that this task can predict each
+        view (0 is the unaugmented one); ValueError naming the task and the problem otherwise.
+        Here: only (0,), the task has no test-time augmentation."""
+        shifts = tuple(int(shift) for shift in shifts)
+        if not shifts or len(set(shifts)) != len(shifts):
+            raise ValueError(f"{type(self).__name__}: test-time augmentation shifts {list(shifts)} must be distinct, "
+                             "at least one")
+        if self.tta_unit is None and shifts != (0,):
+            raise ValueError(f"{type(self).__name__} has no test-time augmentation (shifts {list(shifts)})")
+        return shifts
 
     # --- prediction -------------------------------------------------------------------------
 

@@ -8,11 +8,11 @@ import pandas as pd
 
 from hms_keras import constants
 from hms_keras.data.cache import EegCache, build_eeg_cache, preprocess_recording, recording_window
-from hms_keras.data.folds import patient_group_folds
+from hms_keras.data.folds import label_row_folds
 from hms_keras.data.hms import read_eeg
 from hms_keras.data.labels import PROB_COLUMNS, sample_eval_rows, vote_targets
 from hms_keras.data.pipeline import make_v5_eval_dataset, make_v5_train_dataset
-from hms_keras.data.transforms import window_inputs
+from hms_keras.data.transforms import check_crop_shift, window_inputs
 from hms_keras.losses import VoteWeightedKLDivergence
 from hms_keras.metrics import (
     LOGIT_COLUMNS,
@@ -40,19 +40,20 @@ def head_mean_logits(model: keras.Model, inputs, steps: int | None = None) -> np
     return np.asarray(logits, np.float64).mean(axis=1)
 
 
-def eeg_inputs(raw_uv: np.ndarray, offset_seconds: float = 0.0) -> dict[str, np.ndarray]:
+def eeg_inputs(raw_uv: np.ndarray, offset_seconds: float = 0.0, crop_shift: int = 0) -> dict[str, np.ndarray]:
     """Model inputs of one recording: {"eeg", "mask"}, each (1, 512, 18) float32.
 
     raw_uv: (time, 20) µV at 200 Hz in constants.EEG_COLUMNS order, masked at parquet nulls as
     `hms.read_eeg` returns it (NaN in a plain array is not interpolated: `preprocess_eeg`);
-    the 50 s window starts `offset_seconds` into it (0 for a Kaggle test EEG). The same steps as
-    the evaluation pipeline (`pipeline.ReadV5Inputs`) on the recording's cache file.
+    the 50 s window starts `offset_seconds` into it (0 for a Kaggle test EEG); crop_shift moves
+    the model's 512-frame crop (a test-time augmentation view). The same steps as the evaluation
+    pipeline (`pipeline.ReadV5Inputs`) on the recording's cache file.
     """
     recording = preprocess_recording(raw_uv)  # (frames, 2, 19) float16, 40 Hz, as cached
     start = int(offset_seconds * constants.SAMPLING_RATE_HZ)
     if start + constants.WINDOW_FRAMES > len(recording):
         raise ValueError(f"a 50 s window at {offset_seconds} s does not fit a {len(recording) / 40:.1f} s recording")
-    inputs = window_inputs(recording_window(recording, start, constants.WINDOW_FRAMES))  # (512, 18) each
+    inputs = window_inputs(recording_window(recording, start, constants.WINDOW_FRAMES), crop_shift)  # (512, 18) each
     return {name: array[None] for name, array in inputs.items()}
 
 
@@ -60,15 +61,21 @@ class V5EegTask(HmsTask):
     """bilzard's v5 set-up: vote targets of two heads, patient-grouped folds, the EEG cache.
 
     `targets` (one row per train.csv row, its index is the row id used in every logits frame)
-    holds `labels.vote_targets` columns and the `fold` of the row's EEG.
+    holds `labels.vote_targets` columns and the `fold` of the row's EEG (under `fold_scheme`,
+    patient-grouped by default).
+
+    Test-time augmentation: a shift moves the 512-frame crop the model sees (12.8 s, frames
+    [744, 1256) of the 2048-frame padded window) by that many 40 Hz frames; the views' logits are
+    averaged like the models'.
     """
 
     cache_workers = 2  # processes that build the preprocessing cache
+    tta_unit = "40 Hz frames the 512-frame crop moves inside the 2048-frame window"
 
     @functools.cached_property
     def targets(self) -> pd.DataFrame:
         targets = vote_targets(self.train_df)
-        targets["fold"] = targets["eeg_id"].map(patient_group_folds(self.train_df, self.n_folds))
+        targets["fold"] = label_row_folds(self.train_df, self.fold_scheme, self.n_folds)
         return targets
 
     @functools.cached_property
@@ -95,9 +102,9 @@ class V5EegTask(HmsTask):
     def loss(self):
         return VoteWeightedKLDivergence()
 
-    def _row_logits(self, model, rows: pd.DataFrame, batch_size: int) -> pd.DataFrame:
-        """Head-mean logits of `rows` (which carry `eeg_id` and `row`)."""
-        dataset, rows = make_v5_eval_dataset(self.cache, rows, batch_size=batch_size)
+    def _row_logits(self, model, rows: pd.DataFrame, batch_size: int, crop_shift: int = 0) -> pd.DataFrame:
+        """Head-mean logits of `rows` (which carry `eeg_id` and `row`), the crop moved by `crop_shift`."""
+        dataset, rows = make_v5_eval_dataset(self.cache, rows, batch_size=batch_size, crop_shift=crop_shift)
         return logits_frame(rows[["eeg_id", "row"]], head_mean_logits(model, dataset, num_batches(rows, batch_size)))
 
     def _sampled_rows(self, fold: int) -> pd.DataFrame:
@@ -108,13 +115,14 @@ class V5EegTask(HmsTask):
         """High-vote per-EEG CV of `model` on the fold (the protocol of v5 reference §7), in nats."""
         return high_vote_cv(self.targets, self._row_logits(model, self._sampled_rows(fold), batch_size))
 
-    def predict_validation(self, model, fold, *, batch_size):
-        """Out-of-fold head-mean logits of EVERY label row of the fold's validation EEGs.
+    def predict_validation(self, model, fold, *, batch_size, shift=0):
+        """Out-of-fold head-mean logits of EVERY label row of the fold's validation EEGs, the crop
+        moved by `shift` frames (a test-time augmentation view; 0 = the model's own crop).
 
         Columns: eeg_id, row (index into `targets`), label_id, logit_0..logit_5.
         """
         rows = self.fold_rows(fold, validation=True).rename_axis("row").reset_index()
-        oof = self._row_logits(model, rows, batch_size)
+        oof = self._row_logits(model, rows, batch_size, self.check_tta([shift])[0])
         oof.insert(2, "label_id", rows["label_id"].to_numpy())
         return oof
 
@@ -141,14 +149,17 @@ class V5EegTask(HmsTask):
         """The official metric over label rows (id = label_id), row vote distributions as truth."""
         return kaggle_score(rows["label_id"], rows[list(PROB_COLUMNS)].to_numpy(), probabilities, "label_id")
 
-    def predict_test(self, models, *, batch_size=32, on_bad_recording="error") -> pd.DataFrame:
+    def predict_test(self, models, *, batch_size=32, on_bad_recording="error", tta=(0,)) -> pd.DataFrame:
         """Submission for test.csv: per model the head-mean logits of the whole 50 s test EEG,
         averaged over models in logit space, then softmax (v5 reference §7). Rows in test.csv order.
+        tta: crop shifts (frames) of the test-time augmentation views, averaged with the models
+        (default: the central crop alone, as the reference predicts).
 
         Every test EEG is read and preprocessed into the test cache before any model runs, the
         unreadable ones collected on the way; they are handled as `on_bad_recording` says
         ("error" or "prior": `HmsTask.unreadable_test_prediction`)."""
         check_on_bad_recording(on_bad_recording)
+        tta = self.check_tta(tta)
         test = self.test_rows()
         errors = {}  # eeg_id -> HmsDataError
         cache_dir = build_eeg_cache(self.layout, "test", test["eeg_id"], workers=self.cache_workers, errors=errors)
@@ -158,9 +169,25 @@ class V5EegTask(HmsTask):
             unreadable = {self.layout.eeg_path("test", eeg_id): error for eeg_id, error in errors.items()}
             probabilities[bad] = self.unreadable_test_prediction(unreadable, on_bad_recording)
         if not bad.all():
-            dataset, rows = make_v5_eval_dataset(EegCache(cache_dir), test.loc[~bad, ["eeg_id"]], batch_size=batch_size)
-            probabilities[~bad] = self.ensemble_probabilities(models, dataset, num_batches(rows, batch_size))
+            logits = []  # (models x views) of (rows, 6)
+            for shift in tta:
+                dataset, rows = make_v5_eval_dataset(
+                    EegCache(cache_dir), test.loc[~bad, ["eeg_id"]], batch_size=batch_size, crop_shift=shift
+                )
+                logits += [self.model_logits(model, dataset, num_batches(rows, batch_size)) for model in models]
+            probabilities[~bad] = softmax(np.mean(logits, axis=0))
         return submission_frame(test["eeg_id"], probabilities)
+
+    def model_logits(self, model, inputs, steps=None) -> np.ndarray:
+        """(rows, 6) float64: the two heads' logits averaged (`head_mean_logits`)."""
+        return head_mean_logits(model, inputs, steps)
+
+    def check_tta(self, shifts) -> tuple[int, ...]:
+        """Crop shifts as a tuple; ValueError when one leaves the padded window (`transforms.CROP_SHIFT_RANGE`)."""
+        shifts = super().check_tta(shifts)
+        for shift in shifts:
+            check_crop_shift(shift)
+        return shifts
 
     def ensemble_probabilities(self, models, inputs, steps=None) -> np.ndarray:
         """(rows, 6) probabilities: head-mean logits averaged over models, then softmax (v5 reference §7)."""
@@ -170,5 +197,5 @@ class V5EegTask(HmsTask):
         """One EEG parquet file: (time, 20) µV at 200 Hz (`hms.read_eeg`; nulls masked)."""
         return read_eeg(path)
 
-    def recording_inputs(self, recording, offset_seconds=0.0) -> dict[str, np.ndarray]:
-        return eeg_inputs(recording, offset_seconds)
+    def recording_inputs(self, recording, offset_seconds=0.0, shift=0) -> dict[str, np.ndarray]:
+        return eeg_inputs(recording, offset_seconds, shift)
