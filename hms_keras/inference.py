@@ -1,6 +1,7 @@
 """Ensembles of trained fold x seed models: test-set submissions, single recordings, OOF scores.
 
     ensemble = Ensemble.load("runs/v5_eeg_cutmix")          # every finished fold x seed model
+    ensemble = Ensemble.load("ensembles/blend.json")        # or several recipes (hms_keras.ensembles)
     submission = ensemble.predict_test("/path/to/hms-data")  # DataFrame in test.csv order
     probabilities = ensemble.predict_file("/path/to/123.parquet")  # (6,), one EEG or spectrogram
 
@@ -35,7 +36,13 @@ class Ensemble:
 
     @classmethod
     def load(cls, recipe_dir) -> "Ensemble":
-        """Every finished run under `recipe_dir` (e.g. `runs/v5_eeg_cutmix`)."""
+        """Every finished run under `recipe_dir` (e.g. `runs/v5_eeg_cutmix`); or, given an
+        ensemble file (`ensembles/<name>.json`, written by `recipes.ensemble`), the ensemble it
+        describes: a `hms_keras.ensembles.Blend`, with the same predict methods."""
+        if Path(recipe_dir).suffix == ".json":
+            from hms_keras.ensembles import Blend  # which imports this module
+
+            return Blend.load(recipe_dir)
         return cls(runs.finished_runs(recipe_dir))
 
     def predict_test(self, data_dir=None, *, batch_size: int = 32, on_bad_recording: str = "error") -> pd.DataFrame:

@@ -1,7 +1,8 @@
 """The error boundary and the cheap checks every `recipes.*` command shares.
 
 A user error (bad data, a bad recipe value, a missing or corrupt run folder or model, a
-checkpoint that does not fit, a command-line value that cannot work) ends a command with one line
+checkpoint that does not fit, runs that cannot be ensembled or a bad ensemble file, a
+command-line value that cannot work) ends a command with one line
 on stderr and exit status 2, without a traceback:
 
     error: <file or key>: <problem>[; what to do]
@@ -17,6 +18,7 @@ from pathlib import Path
 
 from hms_keras.convert import CheckpointError
 from hms_keras.data.hms import HmsDataError
+from hms_keras.ensembles import EnsembleError
 from hms_keras.models import MODELS
 from hms_keras.recipe import Recipe, RecipeError
 from hms_keras.runs import DESCRIPTION_FILE, RunFolderError, read_description
@@ -30,7 +32,7 @@ class UsageError(ValueError):
     names the option or path."""
 
 
-USER_ERRORS = (HmsDataError, RunFolderError, CheckpointError, RecipeError, UsageError)
+USER_ERRORS = (HmsDataError, RunFolderError, CheckpointError, RecipeError, UsageError, EnsembleError)
 
 
 def add_debug_option(parser) -> None:

@@ -3,10 +3,13 @@
     python -m recipes.predict --runs runs/v5_eeg_cutmix_quick --out submission.csv
     python -m recipes.predict --runs runs/v5_eeg_cutmix --data-dir /data/hms --out submission.csv
     python -m recipes.predict --runs runs/v5_eeg_cutmix --oof
+    python -m recipes.predict --ensemble ensembles/blend.json --out submission.csv
 
 Every finished fold_<k>/seed_<s>/model.keras under --runs is loaded (compile=False, so models
 trained under any Keras backend work); v5 models are averaged in logit space, spectrogram models
 in probability space. The submission has test.csv's eeg_id order and rows that sum to 1.
+--ensemble instead uses an ensemble file written by `recipes.ensemble` (several recipes, their
+weights and test-time views); with --oof it scores that ensemble out of fold again.
 """
 
 import argparse
@@ -15,6 +18,7 @@ import sys
 from pathlib import Path
 
 import hms_keras  # noqa: F401  first: applies hms_keras.runtime's settings while this process has one thread
+from hms_keras.ensembles import read_ensemble, score_ensemble_file
 from hms_keras.inference import Ensemble, score_out_of_fold
 from hms_keras.runs import DESCRIPTION_FILE, RunFolderError, finished_runs
 from hms_keras.tasks.base import ON_BAD_RECORDING
@@ -25,7 +29,9 @@ def parse_args(argv):
     parser = argparse.ArgumentParser(
         prog="python -m recipes.predict", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
-    parser.add_argument("--runs", required=True, help="one recipe's run folder, e.g. runs/v5_eeg_cutmix")
+    source = parser.add_mutually_exclusive_group(required=True)
+    source.add_argument("--runs", help="one recipe's run folder, e.g. runs/v5_eeg_cutmix")
+    source.add_argument("--ensemble", help="an ensemble file of recipes.ensemble, e.g. ensembles/blend.json")
     parser.add_argument("--data-dir", help="Kaggle-layout data folder (default: the data the models trained on)")
     parser.add_argument("--out", default="submission.csv", help="submission file to write (default: submission.csv)")
     parser.add_argument("--oof", action="store_true", help="score the out-of-fold predictions instead of predicting")
@@ -45,23 +51,34 @@ def main(argv=None) -> int:
 
 def predict(args) -> int:
     check_inputs(args)
+    if args.ensemble and args.oof:
+        scores = score_ensemble_file(args.ensemble, args.data_dir, batch_size=args.batch_size)
+        recorded = scores.pop("recorded") or {}
+        print(f"out-of-fold scores of {args.ensemble} (KL divergence, lower is better): "
+              + ", ".join(f"{key} {value:.4f} (recorded {recorded.get(key, float('nan')):.4f})"
+                          for key, value in scores.items()))
+        return 0
     if args.oof:
         scores = score_out_of_fold(args.runs, args.data_dir)
         print("out-of-fold scores (KL divergence, lower is better; prior_* = class-prior baseline)")
         print(scores.to_string(index=False, float_format=lambda value: f"{value:.4f}"))
         return 0
-    ensemble = Ensemble.load(args.runs)
+    ensemble = Ensemble.load(args.ensemble or args.runs)
     submission = ensemble.predict_test(args.data_dir, batch_size=args.batch_size, on_bad_recording=args.on_bad_eeg)
     out = Path(args.out)
     write_csv_atomically(submission, out)
-    print(f"wrote {out}: {len(submission)} EEGs, ensemble of {len(ensemble.models)} {ensemble.recipe.name} models")
+    if args.ensemble:
+        names = ", ".join(member["name"] for member in ensemble.members)
+        print(f"wrote {out}: {len(submission)} EEGs, {args.ensemble} ({len(ensemble.models)} models of {names})")
+    else:
+        print(f"wrote {out}: {len(submission)} EEGs, ensemble of {len(ensemble.models)} {ensemble.recipe.name} models")
     return 0
 
 
 def check_inputs(args) -> None:
     """The cheap checks, before any model is loaded or data is read: --batch-size, --out,
     --data-dir, and the run folders (their recipe.json files, one task, the data folder they
-    recorded when --data-dir is not given)."""
+    recorded when --data-dir is not given), or the ensemble file and the runs it names."""
     if args.batch_size < 1:
         raise cli.UsageError(f"--batch-size {args.batch_size}: must be at least 1")
     if not args.oof:
@@ -72,10 +89,13 @@ def check_inputs(args) -> None:
     needed = "train.csv" if args.oof else "test.csv"
     if args.data_dir is not None:
         cli.check_data_dir(args.data_dir, needed)
-    run_dirs = finished_runs(args.runs)
+    if args.ensemble:
+        run_dirs = [member["runs"][0] for member in read_ensemble(args.ensemble)["members"]]
+    else:
+        run_dirs = finished_runs(args.runs)
     recipes = [cli.check_run_recipe(run_dir) for run_dir in run_dirs]
     tasks = sorted({recipe.task for recipe in recipes})
-    if len(tasks) > 1:
+    if len(tasks) > 1 and not args.ensemble:
         raise RunFolderError(f"{args.runs}: holds runs of different tasks {tasks}; give --runs one recipe's folder")
     if args.data_dir is None and recipes[0].data.data_dir is not None:
         recorded = run_dirs[0] / DESCRIPTION_FILE
