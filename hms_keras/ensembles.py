@@ -378,7 +378,8 @@ def weights_method(oof: OutOfFold, max_iterations: int = 200) -> Selection:
             callback=lambda weights: iterates.append(np.array(weights)),
             options={"maxiter": max_iterations, "ftol": 1e-12},
         )
-        iterates.append(result.x)
+        if not np.array_equal(result.x, iterates[-1]):
+            iterates.append(result.x)
     iterates = [np.clip(weights, 0.0, None) / np.clip(weights, 0.0, None).sum() for weights in iterates]
     steps = [oof.record(0, "start: mean", Combination.from_weights(start))]
     steps += [oof.record(k, "SLSQP iteration", Combination.from_weights(w)) for k, w in enumerate(iterates[1:], 1)]
