@@ -622,11 +622,14 @@ def _check_rows(members: Sequence[Member], frames: Sequence[pd.DataFrame]) -> No
         if differ.any():
             row = int(np.argmax(differ))
             schemes = (_effective_fold_scheme(member.recipe), _effective_fold_scheme(first.recipe))
+            why = (f"their fold schemes are {schemes[0]!r} and {schemes[1]!r} (data.fold_scheme); retrain one with the "
+                   "other's" if schemes[0] != schemes[1] else
+                   f"both use fold scheme {schemes[0]!r}, so their runs' recorded folds disagree (a renamed or copied "
+                   "run folder?)")
             raise EnsembleError(
                 f"{member.name} ({member.recipe_dir}) and {first.name} ({first.recipe_dir}) put {int(differ.sum())} of "
                 f"{len(differ)} label rows into different folds (e.g. label_id {reference.index[row]}: fold "
-                f"{folds[row]} vs {reference['fold'].iloc[row]}); their fold schemes are {schemes[0]!r} and "
-                f"{schemes[1]!r} (data.fold_scheme); retrain one so that both use the same"
+                f"{folds[row]} vs {reference['fold'].iloc[row]}); {why}"
             )
 
 

@@ -155,6 +155,9 @@ def print_report(description: dict) -> None:
     if nested:
         print(f"{description['method'] + ', nested':<24} {_score(nested)}  each fold scored by the choice made on "
               f"the other folds, {nested['cv'] - mean['cv']:+.4f} vs mean; optimism {nested['cv'] - chosen['cv']:.4f}")
+    if chosen["cv"] > mean["cv"]:
+        print(f"note: {description['method']} ended worse than the mean of all members on these rows (a greedy "
+              "path can); --method weights is never worse than the mean in-sample")
     if "chosen_without_tta" in scores:
         print(f"without test-time views  {_score(scores['chosen_without_tta'])} (mean "
               f"{_score(scores['mean_without_tta'])})")

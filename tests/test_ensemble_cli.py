@@ -67,7 +67,7 @@ def trained(tmp_path_factory):
         spec_scores = train_recipe(spec, workdir)
         train_recipe(v5, workdir)
         yield {"data_dir": data_dir, "root": root, "v5": workdir / "tiny_v5", "spec": workdir / "tiny_spec",
-               "spec_scores": spec_scores}
+               "spec_scores": spec_scores, "spec_recipe": spec}
 
 
 def test_the_spectrogram_recipe_on_the_v5_split_predicts_and_scores_the_v5_rows(trained):
@@ -144,30 +144,30 @@ def test_one_members_ensemble_is_that_recipe_out_of_fold_and_at_test_time(traine
     pd.testing.assert_frame_equal(ours, theirs, atol=1e-9, rtol=0)
 
 
-def copy_runs(source, target, fold_map=None, keep_rows=None):
-    """A copy of a recipe folder; fold_map renumbers folds (recipe.json and folder names),
-    keep_rows(oof frame) -> the rows to keep in each oof.parquet."""
+def copy_runs(source, target, fold_map):
+    """A copy of a recipe folder whose folds are renumbered by fold_map (recipe.json and folder names)."""
     for run in runs.finished_runs(source):
         description = runs.read_description(run)
-        fold = (fold_map or {}).get(description["fold"], description["fold"])
+        fold = fold_map.get(description["fold"], description["fold"])
         copy = runs.run_dir(target, fold, description["seed"])
         shutil.copytree(run, copy)
         runs.write_description(copy, {**description, "fold": fold})
-        if keep_rows is not None:
-            oof = pd.read_parquet(copy / runs.OOF_FILE)
-            oof[keep_rows(oof)].to_parquet(copy / runs.OOF_FILE, index=False)
 
 
 def test_runs_that_cannot_be_ensembled_end_in_one_line_errors(trained, tmp_path, capsys):
-    swapped, first_rows, out = tmp_path / "swapped", tmp_path / "first_rows", tmp_path / "e.json"
+    swapped, out = tmp_path / "swapped", tmp_path / "e.json"
     copy_runs(trained["spec"], swapped, fold_map={0: 1, 1: 0})
     assert ensemble_script.main(["--runs", str(trained["v5"]), str(swapped), "--out", str(out)]) == 2
-    assert "label rows into different folds (e.g. label_id" in capsys.readouterr().err
+    assert "label rows into different folds (e.g. label_id" in capsys.readouterr().err  # renumbered run folders
 
-    copy_runs(trained["spec"], first_rows, keep_rows=lambda oof: ~oof["spectrogram_id"].duplicated().to_numpy())
-    assert ensemble_script.main(["--runs", str(trained["v5"]), str(first_rows), "--out", str(out)]) == 2
+    own_folds = dataclasses.replace(trained["spec_recipe"], name="tiny_spec_own_folds",
+                                    data=dataclasses.replace(trained["spec_recipe"].data, fold_scheme=None))
+    train_recipe(own_folds, tmp_path / "runs")  # the baseline's split: the first row of each spectrogram
+    assert ensemble_script.main(["--runs", str(trained["v5"]), str(tmp_path / "runs" / "tiny_spec_own_folds"),
+                                 "--out", str(out)]) == 2
     error = capsys.readouterr().err
-    assert error.startswith("error: first_rows/seed_0") and "members must predict the same rows" in error
+    assert "error: tiny_spec_own_folds/seed_0 (" in error and "members must predict the same rows" in error
+    assert "--set data.fold_scheme=patient_group" in error
 
     assert ensemble_script.main(["--runs", str(trained["v5"]), "--tta", "v5_eeg=900", "--out", str(out)]) == 2
     assert "moves the 512-frame crop out of the 2048-frame window" in capsys.readouterr().err

@@ -172,7 +172,7 @@ def test_members_with_other_rows_or_folds_are_refused_with_the_difference(known)
     shifted = frame.assign(fold=(frame["fold"] + 1) % FOLDS)
     with pytest.raises(EnsembleError, match=r"put 360 of 360 label rows into different folds \(e.g. label_id 50000: "
                                             r"fold 1 vs 0\); their fold schemes are 'stratified_spectrogram' and "
-                                            r"'patient_group'"):
+                                            r"'patient_group' \(data.fold_scheme\); retrain one with the other's"):
         ensembles._check_rows([a, b], [frame, shifted])
     with pytest.raises(EnsembleError, match="has out-of-fold runs of folds \\[0, 1\\], v5 of \\[0, 1, 2\\]"):
         ensembles._check_rows([a, fake_member("spec", spec, folds=(0, 1))], [frame, frame])
