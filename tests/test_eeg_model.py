@@ -1,13 +1,11 @@
 """The v5 dual-hemisphere EEG model: shapes, parameter counts, L/R invariance, training, portability."""
 
-import os
-import subprocess
-import sys
 import textwrap
 
 import keras
 import numpy as np
 import pytest
+from fresh_processes import max_differences
 
 from hms_keras import constants
 from hms_keras.losses import VoteWeightedKLDivergence
@@ -143,20 +141,6 @@ def test_saved_model_loads_on_every_backend_in_a_fresh_process(model, tmp_path):
     np.savez(tmp_path / "reference.npz", logits=np.asarray(model.predict_on_batch(inputs)), **inputs)
     script = tmp_path / "load.py"
     script.write_text(LOAD_AND_COMPARE)
-    processes = {
-        backend: subprocess.Popen(
-            [sys.executable, str(script), str(tmp_path / "v5.keras"), str(tmp_path / "reference.npz")],
-            env=dict(os.environ, KERAS_BACKEND=backend),
-            stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE,
-            text=True,
-        )
-        for backend in ("jax", "tensorflow", "torch")
-    }
-    for backend, process in processes.items():
-        stdout, stderr = process.communicate(timeout=600)
-        lines = [line for line in stdout.splitlines() if line.startswith("MAXDIFF")]
-        assert process.returncode == 0 and lines, f"{backend}: {stderr[-2000:]}"
-        _, loaded_backend, max_diff = lines[-1].split()
-        assert loaded_backend == backend
-        assert float(max_diff) < 1e-5, (backend, max_diff)
+    arguments = [str(tmp_path / "v5.keras"), str(tmp_path / "reference.npz")]
+    differences = max_differences(script, {backend: arguments for backend in ("jax", "tensorflow", "torch")})
+    assert all(difference < 1e-5 for difference in differences.values()), differences

@@ -2,8 +2,6 @@
 (`tests/data/v5_original/`, see its README) against this package's preprocessing, front end and
 converted model, on every backend."""
 
-import os
-import subprocess
 import sys
 import textwrap
 from pathlib import Path
@@ -12,6 +10,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
+from fresh_processes import max_differences
 
 from hms_keras import constants
 from hms_keras.convert import (
@@ -119,24 +118,10 @@ def test_every_backend_converts_and_a_saved_model_reloads_in_a_fresh_process(con
     converted.save(tmp_path / "converted.keras")
     script = tmp_path / "fresh.py"
     script.write_text(FRESH_PROCESS)
-    runs = {"tensorflow": "convert", "torch": "convert", "jax": str(tmp_path / "converted.keras")}
-    processes = {
-        backend: subprocess.Popen(
-            [sys.executable, str(script), str(Path(__file__).parent), mode],
-            env=dict(os.environ, KERAS_BACKEND=backend),
-            stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE,
-            text=True,
-        )
-        for backend, mode in runs.items()
-    }
-    for backend, process in processes.items():
-        stdout, stderr = process.communicate(timeout=600)
-        lines = [line for line in stdout.splitlines() if line.startswith("MAXDIFF")]
-        assert process.returncode == 0 and lines, f"{backend}: {stderr[-2000:]}"
-        _, loaded_backend, max_diff = lines[-1].split()
-        assert loaded_backend == backend
-        assert float(max_diff) <= LOGIT_TOLERANCE, (backend, max_diff)
+    tests = str(Path(__file__).parent)
+    modes = {"tensorflow": "convert", "torch": "convert", "jax": str(tmp_path / "converted.keras")}
+    differences = max_differences(script, {backend: [tests, mode] for backend, mode in modes.items()})
+    assert all(difference <= LOGIT_TOLERANCE for difference in differences.values()), differences
 
 
 # --- preprocessing ---------------------------------------------------------------------------
