@@ -15,7 +15,7 @@ import pytest
 from hms_keras import constants, models, runs
 from hms_keras.data.hms import read_test_csv
 from hms_keras.data.synthetic import generate_dataset
-from hms_keras.ensembles import Blend
+from hms_keras.ensembles import Blend, EnsembleError
 from hms_keras.inference import Ensemble
 from hms_keras.metrics import high_vote_cv
 from hms_keras.tasks import task_for
@@ -124,6 +124,8 @@ def test_ensemble_command_writes_a_self_describing_file_and_plot_used_by_predict
     by_hand = np.exp(by_hand) / np.exp(by_hand).sum(axis=1, keepdims=True)
     np.testing.assert_allclose(submission[list(constants.VOTE_COLUMNS)].to_numpy(), by_hand, atol=1e-6)
 
+    with pytest.raises(EnsembleError, match="members of tasks .* need different recordings"):
+        blend.predict_file(trained["data_dir"] / "test_eegs" / f"{submission['eeg_id'].iloc[0]}.parquet")
     assert predict_script.main(["--ensemble", str(out), "--oof"]) == 0
     rescored = capsys.readouterr().out
     assert f"cv {scores['chosen']['cv']:.4f} (recorded {scores['chosen']['cv']:.4f})" in rescored
@@ -139,9 +141,12 @@ def test_one_members_ensemble_is_that_recipe_out_of_fold_and_at_test_time(traine
     stacked = pd.concat([runs.read_oof(paths).merge(task._sampled_rows(fold)[["eeg_id", "row"]])
                          for fold, paths in by_fold.items()])  # both seeds' logits, the CV's rows
     assert description["scores"]["chosen"]["cv"] == pytest.approx(high_vote_cv(task.targets, stacked), abs=1e-9)
-    ours = Ensemble.load(out).predict_test()
-    theirs = Ensemble.load(trained["v5"]).predict_test()
+    blend = Ensemble.load(out)
+    ours, theirs = blend.predict_test(), Ensemble.load(trained["v5"]).predict_test()
     pd.testing.assert_frame_equal(ours, theirs, atol=1e-9, rtol=0)
+    eeg_id = int(ours["eeg_id"].iloc[0])
+    np.testing.assert_allclose(blend.predict_file(trained["data_dir"] / "test_eegs" / f"{eeg_id}.parquet"),
+                               ours[list(constants.VOTE_COLUMNS)].to_numpy()[0], atol=1e-5)
 
 
 def copy_runs(source, target, fold_map):
@@ -154,6 +159,7 @@ def copy_runs(source, target, fold_map):
         runs.write_description(copy, {**description, "fold": fold})
 
 
+@pytest.mark.filterwarnings("ignore:The least populated class in y")  # the baseline's split of 30 EEGs
 def test_runs_that_cannot_be_ensembled_end_in_one_line_errors(trained, tmp_path, capsys):
     swapped, out = tmp_path / "swapped", tmp_path / "e.json"
     copy_runs(trained["spec"], swapped, fold_map={0: 1, 1: 0})
