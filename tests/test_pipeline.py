@@ -3,6 +3,7 @@ the v5 training pipeline, determinism, resume, worker processes, model.fit, eval
 spectrogram batches and bad-input errors."""
 
 import itertools
+import shutil
 
 import numpy as np
 import pandas as pd
@@ -394,3 +395,12 @@ def test_missing_spectrogram_file_fails_when_the_dataset_is_made(data):
     targets.loc[0, "spectrogram_id"] = 999
     with pytest.raises(HmsDataError, match="999.parquet"):
         pipeline.make_spectrogram_train_dataset(data["layout"], targets, batch_size=2, num_epochs=1)
+
+
+def test_a_spectrogram_with_wrong_column_names_fails_when_the_dataset_is_made(data, tmp_path):
+    root = shutil.copytree(data["layout"].data_dir, tmp_path / "hms", ignore=shutil.ignore_patterns("cache_*"))
+    bad = root / "train_spectrograms" / "501.parquet"
+    frame = pd.read_parquet(bad).rename(columns={"LL_3.13": "LL_3.12"})  # Python's round(), not Kaggle's names
+    frame.to_parquet(bad)
+    with pytest.raises(HmsDataError, match=r"501.parquet: unknown column 'LL_3.12' \(did you mean 'LL_3.13'\?\)"):
+        pipeline.make_spectrogram_train_dataset(HmsLayout(root), data["targets"], batch_size=2, num_epochs=1)

@@ -280,6 +280,16 @@ def read_eeg(path) -> np.ma.MaskedArray:
     return np.ma.MaskedArray(signal, mask=nulls, fill_value=np.nan)
 
 
+def check_spectrogram_columns(path) -> None:
+    """Check one spectrogram file's column names from its parquet footer, reading no data.
+
+    Raises HmsDataError naming the file when it is missing, unreadable or has a column problem
+    (as `read_spectrogram` would); cheap enough to run over every training file before any work.
+    """
+    path, parquet = _open_parquet(path)
+    _check_columns(path, _data_columns(parquet), (SPECTROGRAM_TIME_COLUMN, *constants.SPECTROGRAM_COLUMNS))
+
+
 def read_spectrogram(path) -> tuple[np.ndarray, np.ndarray]:
     """Read and validate one Kaggle spectrogram parquet file.
 

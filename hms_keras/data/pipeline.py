@@ -27,7 +27,7 @@ from tqdm import tqdm
 from hms_keras import constants
 from hms_keras.data.cache import EegCache
 from hms_keras.data.cutmix import CutMix
-from hms_keras.data.hms import HmsDataError, HmsLayout, read_spectrogram
+from hms_keras.data.hms import HmsDataError, HmsLayout, check_spectrogram_columns, read_spectrogram
 from hms_keras.data.labels import TARGET_COLUMNS, first_row_per_spectrogram, v5_targets, vote_probabilities
 from hms_keras.data.preprocess import normalize_spectrogram, shift_spectrogram_window, spectrogram_window
 from hms_keras.data.transforms import AugmentMonopolar, V5FrontEnd, check_crop_shift, pad_window, window_inputs
@@ -278,11 +278,13 @@ def make_v5_eval_dataset(
 
 
 def _check_spectrogram_files(layout: HmsLayout, split: str, rows: pd.DataFrame) -> None:
-    """Raise HmsDataError naming the first spectrogram file that does not exist."""
-    for spectrogram_id in rows["spectrogram_id"]:
+    """Raise HmsDataError naming the first spectrogram file that does not exist or whose columns
+    are wrong (footers only), before any model is built."""
+    for spectrogram_id in tqdm(pd.unique(rows["spectrogram_id"]), desc="checking spectrograms", leave=False):
         path = layout.spectrogram_path(split, spectrogram_id)
         if not path.is_file():
             raise HmsDataError(f"{path}: spectrogram file not found for spectrogram_id {spectrogram_id}")
+        check_spectrogram_columns(path)
 
 
 def make_spectrogram_train_dataset(
