@@ -7,6 +7,7 @@ and the resolved recipe is written beside every trained model as `recipe.json`. 
 arguments.
 """
 
+import contextlib
 import dataclasses
 import json
 import types
@@ -19,6 +20,7 @@ from hms_keras.data.synthetic import DEFAULT_EMBEDDED_EEGS
 SCHEDULES = ("cosine", "one_cycle")
 CHECKPOINTS = ("last", "best")
 MIXED_PRECISION_POLICIES = (None, "mixed_bfloat16", "mixed_float16")
+ALL_DEVICES = "all"  # train.devices: every local device
 MAX_SEED = 2**32 - 1  # numpy's global seed, which keras.utils.set_random_seed sets, is 32-bit
 
 
@@ -57,6 +59,9 @@ class TrainSettings:
     checkpoint: str = "last"  # "last" epoch, or "best" validation KL
     early_stopping_patience: int | None = None  # epochs without validation improvement
     mixed_precision: str | None = None  # None, "mixed_bfloat16" or "mixed_float16"
+    # devices one run trains on, data parallel (hms_keras.devices): a count, or "all" local devices;
+    # batch_size is the global batch, split evenly across them (JAX backend only)
+    devices: int | str = 1
 
 
 @dataclasses.dataclass(frozen=True)
@@ -172,6 +177,8 @@ def _value_problems(recipe: Recipe, tasks, models) -> list[str]:
          f"train.early_stopping_patience must be at least 1 or none, got {train.early_stopping_patience}"),
         (train.mixed_precision in MIXED_PRECISION_POLICIES,
          f"train.mixed_precision must be one of {list(MIXED_PRECISION_POLICIES)}, got {train.mixed_precision!r}"),
+        (train.devices == ALL_DEVICES or (isinstance(train.devices, int) and train.devices >= 1),
+         f"train.devices must be a device count of at least 1 or {ALL_DEVICES!r}, got {train.devices!r}"),
     ]
     problems = [message for ok, message in checks if not ok]
     problems += _grid_problems("folds", "fold", recipe.folds)
@@ -278,9 +285,12 @@ def _parse_json_or_text(text: str):
 def _parse(text: str, hint, key: str):
     args = typing.get_args(hint)
     if typing.get_origin(hint) in (typing.Union, types.UnionType):
-        if text.lower() in ("none", "null", ""):
+        if type(None) in args and text.lower() in ("none", "null", ""):
             return None
-        (hint,) = [arg for arg in args if arg is not type(None)]
+        *others, hint = [arg for arg in args if arg is not type(None)]
+        for other in others:  # e.g. int | str: "2" is an int, "all" a str
+            with contextlib.suppress(RecipeError):
+                return _parse(text, other, key)
         args = typing.get_args(hint)
     try:
         if typing.get_origin(hint) is tuple:

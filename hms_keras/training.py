@@ -14,6 +14,9 @@ of `train_step` during `fit` are counted (`compilations.count_xla_compilations`)
 `recipe.json` as `train_step_compilations`, and a count other than 1 is reported. Compiled
 programs are also kept on disk (`paths.use_persistent_compilation_cache`), so the runs after the
 first skip XLA compilation.
+
+`train.devices` above 1 trains one run data parallel over several devices (`hms_keras.devices`);
+`hms_keras.ray_grid` spreads the fold x seed runs over a Ray cluster through `train_claimed`.
 """
 
 import time
@@ -24,6 +27,7 @@ import pandas as pd
 
 from hms_keras import runs
 from hms_keras.compilations import count_xla_compilations
+from hms_keras.devices import data_parallel, distributed, without_distribution
 from hms_keras.models import MODELS
 from hms_keras.optimizers import OneCycleFromPeak, TorchAdamW
 from hms_keras.paths import use_persistent_compilation_cache
@@ -38,20 +42,41 @@ def train_recipe(recipe: Recipe, workdir: Path) -> pd.DataFrame:
     (and said so), and an interrupted run resumes from its last complete epoch.
     """
     recipe.validate(tasks=TASKS, models=MODELS)
-    use_persistent_compilation_cache()
     task = task_for(recipe)
-    recipe_dir = Path(workdir) / recipe.name
     for fold in recipe.folds:
         for seed in recipe.seeds:
-            run_dir = runs.run_dir(recipe_dir, fold, seed)
-            with runs.claim(run_dir) as claimed:
-                if not claimed:
-                    print(f"[{recipe.name}] fold {fold} seed {seed}: another process is training it, skipped")
-                elif runs.is_finished(run_dir):
-                    print(f"[{recipe.name}] fold {fold} seed {seed}: finished earlier, skipped ({run_dir})")
-                else:
-                    train_one(recipe, task, fold, seed, run_dir)
-    return task.score_runs(runs.oof_runs_by_fold(recipe_dir, folds=recipe.folds))
+            train_claimed(recipe, task, fold, seed, workdir)
+    return score_recipe(recipe, workdir, task)
+
+
+# What `train_claimed` did with one fold x seed.
+TRAINED, FINISHED_EARLIER, HELD_ELSEWHERE = "trained", "finished earlier", "held by another process"
+
+
+def train_claimed(recipe: Recipe, task: Task, fold: int, seed: int, workdir: Path) -> str:
+    """Train one fold x seed of `recipe` under `workdir` unless it is finished or another process
+    holds its lock (`runs.claim`); returns TRAINED, FINISHED_EARLIER or HELD_ELSEWHERE.
+
+    The one path every engine trains a run through (the sequential loop of `train_recipe`, a Ray
+    task of `hms_keras.ray_grid`), so their run folders are the same and no two launches on one
+    workdir train the same run.
+    """
+    use_persistent_compilation_cache()
+    run_dir = runs.run_dir(Path(workdir) / recipe.name, fold, seed)
+    with runs.claim(run_dir) as claimed:
+        if not claimed:
+            print(f"[{recipe.name}] fold {fold} seed {seed}: another process is training it, skipped")
+            return HELD_ELSEWHERE
+        if runs.is_finished(run_dir):
+            print(f"[{recipe.name}] fold {fold} seed {seed}: finished earlier, skipped ({run_dir})")
+            return FINISHED_EARLIER
+        train_one(recipe, task, fold, seed, run_dir)
+        return TRAINED
+
+
+def score_recipe(recipe: Recipe, workdir: Path, task: Task) -> pd.DataFrame:
+    """The per-fold out-of-fold score table of the recipe's finished runs under `workdir`."""
+    return task.score_runs(runs.oof_runs_by_fold(Path(workdir) / recipe.name, folds=recipe.folds))
 
 
 def train_one(recipe: Recipe, task: Task, fold: int, seed: int, run_dir: Path) -> Path:
@@ -69,6 +94,7 @@ def train_one(recipe: Recipe, task: Task, fold: int, seed: int, run_dir: Path) -
 
     keras.utils.set_random_seed(seed)
     keras.mixed_precision.set_global_policy(recipe.train.mixed_precision or "float32")
+    distribution = data_parallel(recipe.train.devices, recipe.train.batch_size, recipe.name)  # None: one device
     train_data, steps_per_epoch = task.train_dataset(
         fold,
         seed=seed,
@@ -78,7 +104,7 @@ def train_one(recipe: Recipe, task: Task, fold: int, seed: int, run_dir: Path) -
         first_epoch=first_epoch,
     )
     # after the data is read: a data error leaves no folder behind
-    with runs.writing(run_dir) as partial:
+    with runs.writing(run_dir) as partial, distributed(distribution):
         model = MODELS[recipe.model](**recipe.model_args)
         model.compile(
             optimizer=TorchAdamW(
@@ -119,7 +145,8 @@ def train_one(recipe: Recipe, task: Task, fold: int, seed: int, run_dir: Path) -
 
         model.save(partial / runs.MODEL_FILE)
         pd.DataFrame(state["history"]).to_csv(partial / runs.HISTORY_FILE, index=False)
-        oof = task.predict_validation(model, fold, batch_size=recipe.train.batch_size)
+        with without_distribution():  # the last evaluation batch may not split across the devices
+            oof = task.predict_validation(model, fold, batch_size=recipe.train.batch_size)
         scores = task.score_oof(oof, fold)
         oof.to_parquet(partial / runs.OOF_FILE, index=False)
         description = runs.describe(recipe, fold, seed)
@@ -168,7 +195,8 @@ class ValidationScore(keras.callbacks.Callback):
         self.batch_size = batch_size
 
     def on_epoch_end(self, epoch, logs=None):
-        logs["val_kl"] = self.task.monitor_score(self.model, self.fold, batch_size=self.batch_size)
+        with without_distribution():  # the last evaluation batch may not split across the devices
+            logs["val_kl"] = self.task.monitor_score(self.model, self.fold, batch_size=self.batch_size)
 
 
 class LearningRateLogger(keras.callbacks.Callback):

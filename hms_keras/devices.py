@@ -1,0 +1,65 @@
+"""The devices one run trains on: `train.devices` as a Keras data-parallel distribution.
+
+With `train.devices` above 1 (or "all"), `hms_keras.training` builds, compiles and fits the model
+inside `keras.distribution.DataParallel(devices=...)`: the variables are replicated on every
+device, each global batch of `train.batch_size` samples is split along its first axis into equal
+per-device shards, and the gradients are summed across devices inside the compiled step (XLA
+inserts the all-reduce). Batch normalisation sees the global batch: the step computes what the
+one-device step computes, in another summation order (`tests/test_devices.py` checks loss and
+gradients on 2 CPU devices).
+
+Keras' distribution API runs on JAX only: its TensorFlow implementation is a prototype marked
+"do not use" and torch has none, so other backends get a RecipeError.
+"""
+
+import contextlib
+from collections.abc import Iterator
+
+import keras
+
+from hms_keras.recipe import ALL_DEVICES, RecipeError
+
+
+def data_parallel(devices: int | str, batch_size: int, recipe_name: str) -> keras.distribution.Distribution | None:
+    """The distribution for `train.devices` = `devices` (a count, or "all" local devices), or None
+    for one device (no distribution).
+
+    Raises RecipeError naming `recipe_name` when the backend is not JAX, when more devices are
+    asked for than exist, or when `batch_size` (the global batch) does not split evenly across them.
+    """
+    if devices == 1:
+        return None
+    problem = f"recipe {recipe_name!r}: train.devices={devices!r}"
+    backend = keras.backend.backend()
+    if backend != "jax":
+        raise RecipeError(
+            f"{problem} needs KERAS_BACKEND=jax: Keras distributes training on JAX only "
+            f"(its TensorFlow distribution is a prototype, torch has none), and the backend is {backend}"
+        )
+    available = keras.distribution.list_devices()  # GPUs (or TPUs) when there are any, else CPUs
+    if devices != ALL_DEVICES and devices > len(available):
+        raise RecipeError(f"{problem}, but this machine has {len(available)} device(s): {', '.join(available)}")
+    chosen = available if devices == ALL_DEVICES else available[:devices]
+    if batch_size % len(chosen):
+        raise RecipeError(
+            f"{problem}: train.batch_size={batch_size} (the global batch) does not split evenly across "
+            f"{len(chosen)} devices; use a multiple of {len(chosen)}"
+        )
+    return keras.distribution.DataParallel(devices=chosen)
+
+
+def distributed(distribution: keras.distribution.Distribution | None):
+    """`distribution.scope()`, or a block that changes nothing when `distribution` is None."""
+    return distribution.scope() if distribution is not None else contextlib.nullcontext()
+
+
+@contextlib.contextmanager
+def without_distribution() -> Iterator[None]:
+    """Run the block with no Keras distribution set, e.g. `model.predict` on an evaluation set
+    whose last batch does not split across the devices (the replicated variables work there)."""
+    previous = keras.distribution.distribution()
+    keras.distribution.set_distribution(None)
+    try:
+        yield
+    finally:
+        keras.distribution.set_distribution(previous)
