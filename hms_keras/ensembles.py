@@ -77,7 +77,7 @@ import pandas as pd
 import scipy.optimize
 from tqdm import tqdm
 
-from hms_keras import constants, runs
+from hms_keras import constants, runs, sliding_windows
 from hms_keras.data.labels import PROB_COLUMNS, PROB_PER_EEG_COLUMNS, sample_eval_rows, vote_targets
 from hms_keras.metrics import (
     HIGH_VOTE_MIN_WEIGHT,
@@ -930,26 +930,32 @@ class Blend:
         columns = list(constants.VOTE_COLUMNS)
         return submission_frame(eeg_ids, self._combine([prediction[columns].to_numpy() for prediction in predictions]))
 
-    def predict_recording(self, recording: np.ndarray, offset_seconds: float = 0.0) -> np.ndarray:
-        """(6,) probabilities of one recording in memory; all members must be of one task (an
-        EEG cannot feed a spectrogram model)."""
+    @property
+    def task(self):
+        """The members' task (one for all): reads and prepares the recordings `predict_file` and
+        `predict_recording` take. EnsembleError when members of several tasks need different inputs."""
         tasks = sorted({member["task"] for member in self.members})
         if len(tasks) > 1:
             raise _file_error(self.path, f"members of tasks {tasks} need different recordings; predict_recording "
                                          "and predict_file work for ensembles of one task, predict_test for blends")
-        predictions = []
-        for member, ensemble in zip(self.members, self.ensembles, strict=True):
-            task, logits = ensemble.task, []  # logits: (models x views) of (1, 6)
-            for shift in member["tta"]:
-                view = {"shift": shift} if shift else {}
-                inputs = task.recording_inputs(recording, offset_seconds, **view)
-                logits += [task.model_logits(model, inputs) for model in ensemble.models]
-            predictions.append(np.exp(task.log_probabilities(logits)))  # (1, 6)
-        return self._combine(predictions)[0]
+        return self.ensembles[0].task
+
+    def window_probabilities(self, prepared, starts_s) -> np.ndarray:
+        """(windows, 6) probabilities of windows starting `starts_s` seconds into a prepared
+        recording: each member's `Ensemble.window_probabilities` with its test-time views, combined."""
+        return self._combine([ensemble.window_probabilities(prepared, starts_s, member["tta"])
+                              for member, ensemble in zip(self.members, self.ensembles, strict=True)])
 
     def predict_file(self, path, offset_seconds: float = 0.0) -> np.ndarray:
-        """(6,) probabilities of one input file (ensembles of one task; see `predict_recording`)."""
-        return self.predict_recording(self.ensembles[0].task.read_recording(path), offset_seconds)
+        """(6,) probabilities of one input file (ensembles of one task; see `Ensemble.predict_file`)."""
+        return sliding_windows.predict_window(self, path, offset_seconds)
+
+    def predict_recording(self, recording, stride_s: float = 10.0, *, batch_size: int = 32,
+                          progress: bool = True) -> pd.DataFrame:
+        """Sliding-window probabilities over a whole recording (ensembles of one task; see
+        `Ensemble.predict_recording`)."""
+        return sliding_windows.predict_recording(self, recording, stride_s=stride_s, batch_size=batch_size,
+                                                 progress=progress)
 
 
 def score_ensemble_file(path, data_dir=None, *, batch_size: int = 32) -> dict:

@@ -4,6 +4,7 @@
     ensemble = Ensemble.load("ensembles/blend.json")        # or several recipes (hms_keras.ensembles)
     submission = ensemble.predict_test("/path/to/hms-data")  # DataFrame in test.csv order
     probabilities = ensemble.predict_file("/path/to/123.parquet")  # (6,), one EEG or spectrogram
+    windows = ensemble.predict_recording("/path/to/night.edf")     # one row per 50 s window, every 10 s
 
 Models are loaded once with `compile=False`, so files trained under any Keras backend load
 under any other. The recipe's task (`hms_keras.tasks`) reads inputs and combines the models: v5
@@ -17,7 +18,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from hms_keras import runs
+from hms_keras import runs, sliding_windows
 from hms_keras.tasks import task_for
 
 
@@ -57,16 +58,29 @@ class Ensemble:
 
     def predict_file(self, path, offset_seconds: float = 0.0) -> np.ndarray:
         """(6,) class probabilities (constants.CLASSES order) of one input file, e.g. an EEG
-        parquet for raw-EEG recipes or a Kaggle spectrogram for spectrogram recipes; the window
-        starts `offset_seconds` into the recording (0 for Kaggle test files)."""
-        return self.predict_recording(self.task.read_recording(path), offset_seconds)
+        parquet (or EDF, BDF, ... through MNE) for raw-EEG recipes or a Kaggle spectrogram for
+        spectrogram recipes; the window starts `offset_seconds` into the recording (0 for Kaggle
+        test files)."""
+        return sliding_windows.predict_window(self, path, offset_seconds)
 
-    def predict_recording(self, recording: np.ndarray, offset_seconds: float = 0.0) -> np.ndarray:
-        """(6,) probabilities of one recording held in memory, as the task's `read_recording`
-        returns it: raw EEG (time, 20) µV at 200 Hz for raw-EEG recipes, a spectrogram (rows,
-        400) for spectrogram recipes."""
-        inputs = self.task.recording_inputs(recording, offset_seconds)
-        return self.task.ensemble_probabilities(self.models, inputs)[0]
+    def predict_recording(self, recording, stride_s: float = 10.0, *, batch_size: int = 32,
+                          progress: bool = True) -> pd.DataFrame:
+        """One row per window sliding over a whole recording, every `stride_s` seconds: start_s,
+        end_s, centre_s and the six class probabilities (`sliding_windows.predict_recording`).
+        recording: a file path, or the array `task.read_recording` returns (raw EEG: (time, 20)
+        µV at 200 Hz)."""
+        return sliding_windows.predict_recording(self, recording, stride_s=stride_s, batch_size=batch_size,
+                                                 progress=progress)
+
+    def window_probabilities(self, prepared, starts_s, shifts=(0,)) -> np.ndarray:
+        """(windows, 6) probabilities of the windows starting `starts_s` seconds into a prepared
+        recording (`Task.prepare_recording`), the models and test-time views (`shifts`)
+        combined as the task combines them (`Task.log_probabilities`)."""
+        logits = []  # (models x views) of (windows, 6)
+        for shift in shifts:
+            inputs = self.task.windows_inputs(prepared, starts_s, shift)
+            logits += [self.task.model_logits(model, inputs) for model in self.models]
+        return np.exp(self.task.log_probabilities(logits))
 
 
 def score_out_of_fold(recipe_dir, data_dir=None) -> pd.DataFrame:

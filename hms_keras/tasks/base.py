@@ -200,6 +200,28 @@ class Task(abc.ABC):
     def recording_inputs(self, recording: np.ndarray, offset_seconds: float = 0.0):
         """Model inputs (a batch of one) of the window starting `offset_seconds` into a recording."""
 
+    # --- sliding windows over a whole recording (`hms_keras.sliding_windows`) -----------------
+
+    # Length of one input window in seconds; None: the task predicts no sliding windows.
+    window_seconds: float | None = None
+
+    def prepare_recording(self, recording: np.ndarray):
+        """What `read_recording` returned, made ready for `windows_inputs`: the work done once per
+        recording whatever the number of windows. Here: the recording unchanged."""
+        return recording
+
+    def recording_seconds(self, prepared) -> float:
+        """Seconds covered by a `prepare_recording` result, in which windows may start and end."""
+        raise NotImplementedError(f"{type(self).__name__} predicts no sliding windows")
+
+    def windows_inputs(self, prepared, offsets_seconds: Sequence[float], shift: int = 0):
+        """Model inputs (a batch of len(offsets_seconds)) of the windows starting at those seconds
+        into a `prepare_recording` result; `shift`: a test-time augmentation view (0: none).
+        Here: `recording_inputs` of each window, concatenated along the batch axis."""
+        view = {"shift": shift} if shift else {}
+        batches = [self.recording_inputs(prepared, offset, **view) for offset in offsets_seconds]
+        return keras.tree.map_structure(lambda *arrays: np.concatenate(arrays), *batches)
+
 
 class HmsTask(Task):
     """A task on one data folder in the Kaggle layout (or the embedded synthetic dataset when

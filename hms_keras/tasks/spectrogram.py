@@ -60,6 +60,7 @@ class SpectrogramTask(HmsTask):
 
     default_fold_scheme = "stratified_spectrogram"
     tta_unit = "spectrogram rows (2 s) the 600 s window moves, its edge reflected"
+    window_seconds = constants.SPECTROGRAM_WINDOW_ROWS * constants.SPECTROGRAM_SECONDS_PER_ROW  # 600: sliding windows
 
     @functools.cached_property
     def targets(self) -> pd.DataFrame:
@@ -218,3 +219,7 @@ class SpectrogramTask(HmsTask):
 
     def recording_inputs(self, recording, offset_seconds=0.0, shift=0) -> np.ndarray:
         return spectrogram_inputs(recording, offset_seconds, shift)
+
+    def recording_seconds(self, prepared) -> float:
+        """Seconds of a (rows, 400) spectrogram, one row per 2 s."""
+        return len(prepared) * constants.SPECTROGRAM_SECONDS_PER_ROW

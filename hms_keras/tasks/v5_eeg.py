@@ -9,9 +9,9 @@ import pandas as pd
 from hms_keras import constants
 from hms_keras.data.cache import EegCache, build_eeg_cache, preprocess_recording, recording_window
 from hms_keras.data.folds import label_row_folds
-from hms_keras.data.hms import read_eeg
 from hms_keras.data.labels import PROB_COLUMNS, sample_eval_rows, vote_targets
 from hms_keras.data.pipeline import make_v5_eval_dataset, make_v5_train_dataset
+from hms_keras.data.recordings import check_eeg_signal, read_eeg_file
 from hms_keras.data.transforms import check_crop_shift, window_inputs
 from hms_keras.losses import VoteWeightedKLDivergence
 from hms_keras.metrics import (
@@ -40,21 +40,38 @@ def head_mean_logits(model: keras.Model, inputs, steps: int | None = None) -> np
     return np.asarray(logits, np.float64).mean(axis=1)
 
 
+def windows_inputs(recording: np.ndarray, offsets_seconds, crop_shift: int = 0) -> dict[str, np.ndarray]:
+    """Model inputs of windows of one preprocessed recording: {"eeg", "mask"}, each (windows,
+    512, 18) float32, window i starting `offsets_seconds[i]` into it.
+
+    recording: (frames, 2, 19) at 40 Hz as `cache.preprocess_recording` returns it (and the EEG
+    cache stores it); crop_shift moves the model's 512-frame crop (a test-time augmentation view).
+    The same steps as the evaluation pipeline (`pipeline.ReadV5Inputs`) on a cache file. Raises
+    ValueError when a window does not fit inside the recording.
+    """
+    batch = []
+    for offset_seconds in offsets_seconds:
+        # truncated to a frame as the pipeline does (pipeline.window_start_frames), the 1e-6 absorbing
+        # float error of offsets such as 3 * 0.1 s
+        start = int(offset_seconds * constants.SAMPLING_RATE_HZ + 1e-6)
+        if start < 0 or start + constants.WINDOW_FRAMES > len(recording):
+            raise ValueError(f"a 50 s window at {offset_seconds} s does not fit a "
+                             f"{len(recording) / constants.SAMPLING_RATE_HZ:.1f} s recording")
+        window = recording_window(recording, start, constants.WINDOW_FRAMES)  # (2000, 2, 19) float32
+        batch.append(window_inputs(window, crop_shift))  # (512, 18) each
+    return {name: np.stack([inputs[name] for inputs in batch]) for name in batch[0]}
+
+
 def eeg_inputs(raw_uv: np.ndarray, offset_seconds: float = 0.0, crop_shift: int = 0) -> dict[str, np.ndarray]:
     """Model inputs of one recording: {"eeg", "mask"}, each (1, 512, 18) float32.
 
     raw_uv: (time, 20) µV at 200 Hz in constants.EEG_COLUMNS order, masked at parquet nulls as
     `hms.read_eeg` returns it (NaN in a plain array is not interpolated: `preprocess_eeg`);
-    the 50 s window starts `offset_seconds` into it (0 for a Kaggle test EEG); crop_shift moves
-    the model's 512-frame crop (a test-time augmentation view). The same steps as the evaluation
-    pipeline (`pipeline.ReadV5Inputs`) on the recording's cache file.
+    the 50 s window starts `offset_seconds` into it (0 for a Kaggle test EEG); crop_shift as for
+    `windows_inputs`.
     """
     recording = preprocess_recording(raw_uv)  # (frames, 2, 19) float16, 40 Hz, as cached
-    start = int(offset_seconds * constants.SAMPLING_RATE_HZ)
-    if start + constants.WINDOW_FRAMES > len(recording):
-        raise ValueError(f"a 50 s window at {offset_seconds} s does not fit a {len(recording) / 40:.1f} s recording")
-    inputs = window_inputs(recording_window(recording, start, constants.WINDOW_FRAMES), crop_shift)  # (512, 18) each
-    return {name: array[None] for name, array in inputs.items()}
+    return windows_inputs(recording, [offset_seconds], crop_shift)
 
 
 class V5EegTask(HmsTask):
@@ -71,6 +88,7 @@ class V5EegTask(HmsTask):
 
     cache_workers = 2  # processes that build the preprocessing cache
     tta_unit = "40 Hz frames the 512-frame crop moves inside the 2048-frame window"
+    window_seconds = constants.WINDOW_SECONDS  # sliding windows over whole recordings
 
     @functools.cached_property
     def targets(self) -> pd.DataFrame:
@@ -194,8 +212,23 @@ class V5EegTask(HmsTask):
         return softmax(np.mean([head_mean_logits(model, inputs, steps) for model in models], axis=0))
 
     def read_recording(self, path) -> np.ndarray:
-        """One EEG parquet file: (time, 20) µV at 200 Hz (`hms.read_eeg`; nulls masked)."""
-        return read_eeg(path)
+        """One EEG file: (time, 20) µV at 200 Hz. A Kaggle `.parquet` through `hms.read_eeg` (nulls
+        masked), any other format through MNE (`recordings.read_eeg_file`, which needs every
+        electrode; call it with allow_missing=True to accept fewer)."""
+        return read_eeg_file(path)
 
     def recording_inputs(self, recording, offset_seconds=0.0, shift=0) -> dict[str, np.ndarray]:
         return eeg_inputs(recording, offset_seconds, shift)
+
+    def prepare_recording(self, recording) -> np.ndarray:
+        """(frames, 2, 19) float16 at 40 Hz (`cache.preprocess_recording`) of a (time, 20) µV
+        recording at 200 Hz, after `recordings.check_eeg_signal` (RecordingTooShortError,
+        FlatRecordingError)."""
+        check_eeg_signal(recording)
+        return preprocess_recording(recording)
+
+    def recording_seconds(self, prepared) -> float:
+        return len(prepared) / constants.SAMPLING_RATE_HZ
+
+    def windows_inputs(self, prepared, offsets_seconds, shift=0) -> dict[str, np.ndarray]:
+        return windows_inputs(prepared, offsets_seconds, shift)
