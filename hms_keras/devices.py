@@ -20,7 +20,7 @@ import keras
 from hms_keras.recipe import ALL_DEVICES, RecipeError
 
 
-def data_parallel(devices: int | str, batch_size: int, recipe_name: str) -> keras.distribution.Distribution | None:
+def data_parallel(devices: int | str, batch_size: int, recipe_name: str) -> keras.distribution.DataParallel | None:
     """The distribution for `train.devices` = `devices` (a count, or "all" local devices), or None
     for one device (no distribution).
 
@@ -48,7 +48,7 @@ def data_parallel(devices: int | str, batch_size: int, recipe_name: str) -> kera
     return keras.distribution.DataParallel(devices=chosen)
 
 
-def distributed(distribution: keras.distribution.Distribution | None):
+def distributed(distribution: keras.distribution.DataParallel | None):
     """`distribution.scope()`, or a block that changes nothing when `distribution` is None."""
     return distribution.scope() if distribution is not None else contextlib.nullcontext()
 
