@@ -9,6 +9,9 @@
         oof_shift<+s>.parquet  the same rows' logits under a test-time augmentation view
                        (written by `hms_keras.ensembles` when first asked for, e.g.
                        `oof_shift+128.parquet`)
+        train.log      the run's output (progress, warnings) when its engine logs to a file
+                       (`recipes.train --engine ray`); until the run is published it is
+                       `seed_<s>.log` beside the folder, appended by every attempt
 
 A run is written into `seed_<s>.partial/` and renamed to `seed_<s>/` when every file is in it,
 so a folder without the suffix is complete: it is *finished* when it holds `model.keras` and
@@ -40,8 +43,10 @@ DESCRIPTION_FILE = "recipe.json"
 HISTORY_FILE = "history.csv"
 OOF_FILE = "oof.parquet"
 REQUIRED_FILES = (MODEL_FILE, DESCRIPTION_FILE)
+LOG_FILE = "train.log"
 PARTIAL_SUFFIX = ".partial"
 LOCK_SUFFIX = ".lock"
+LOG_SUFFIX = ".log"
 
 
 class RunFolderError(ValueError):
@@ -56,6 +61,18 @@ def run_dir(recipe_dir, fold: int, seed: int) -> Path:
 def partial_dir(run_dir_path: Path) -> Path:
     """`<run>.partial/`, where a run is written until it is complete."""
     return run_dir_path.with_name(run_dir_path.name + PARTIAL_SUFFIX)
+
+
+def pending_log(run_dir_path: Path) -> Path:
+    """`<run>.log`, where a run's output goes until the run is published (`keep_log` then moves it)."""
+    return run_dir_path.with_name(run_dir_path.name + LOG_SUFFIX)
+
+
+def keep_log(run_dir_path: Path) -> None:
+    """Move `<run>.log` into the published run folder as `train.log` (nothing when there is none)."""
+    log = pending_log(run_dir_path)
+    if log.is_file():
+        os.replace(log, Path(run_dir_path) / LOG_FILE)
 
 
 @contextlib.contextmanager

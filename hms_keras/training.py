@@ -19,7 +19,12 @@ first skip XLA compilation.
 `hms_keras.ray_grid` spreads the fold x seed runs over a Ray cluster through `train_claimed`.
 """
 
+import contextlib
+import os
+import sys
 import time
+import traceback
+from collections.abc import Iterator
 from pathlib import Path
 
 import keras
@@ -53,13 +58,15 @@ def train_recipe(recipe: Recipe, workdir: Path) -> pd.DataFrame:
 TRAINED, FINISHED_EARLIER, HELD_ELSEWHERE = "trained", "finished earlier", "held by another process"
 
 
-def train_claimed(recipe: Recipe, task: Task, fold: int, seed: int, workdir: Path) -> str:
+def train_claimed(recipe: Recipe, task: Task, fold: int, seed: int, workdir: Path, log_to_file: bool = False) -> str:
     """Train one fold x seed of `recipe` under `workdir` unless it is finished or another process
     holds its lock (`runs.claim`); returns TRAINED, FINISHED_EARLIER or HELD_ELSEWHERE.
 
     The one path every engine trains a run through (the sequential loop of `train_recipe`, a Ray
     task of `hms_keras.ray_grid`), so their run folders are the same and no two launches on one
-    workdir train the same run.
+    workdir train the same run. `log_to_file`: the training's output (this process's stdout and
+    stderr, Python's and the libraries') is appended to `<run>.log` and kept in the finished
+    folder as `train.log` (`runs.pending_log`, `runs.keep_log`).
     """
     use_persistent_compilation_cache()
     run_dir = runs.run_dir(Path(workdir) / recipe.name, fold, seed)
@@ -70,8 +77,39 @@ def train_claimed(recipe: Recipe, task: Task, fold: int, seed: int, workdir: Pat
         if runs.is_finished(run_dir):
             print(f"[{recipe.name}] fold {fold} seed {seed}: finished earlier, skipped ({run_dir})")
             return FINISHED_EARLIER
-        train_one(recipe, task, fold, seed, run_dir)
+        with output_appended_to(runs.pending_log(run_dir)) if log_to_file else contextlib.nullcontext():
+            train_one(recipe, task, fold, seed, run_dir)
+        runs.keep_log(run_dir)
         return TRAINED
+
+
+@contextlib.contextmanager
+def output_appended_to(path: Path) -> Iterator[None]:
+    """Append everything this process writes to stdout and stderr during the block to `path`: the
+    file descriptors 1 and 2 themselves, so the output of compiled libraries (XLA) goes there too.
+    Python's streams write each line through, so a killed process's log ends where it stopped.
+    An exception that ends the block is written there too, with its traceback."""
+    streams = (sys.stdout, sys.stderr)
+    line_buffering = [stream.line_buffering for stream in streams]
+    for stream in streams:
+        stream.flush()
+        stream.reconfigure(line_buffering=True)
+    saved = [os.dup(1), os.dup(2)]
+    with open(path, "ab") as log:
+        os.dup2(log.fileno(), 1)
+        os.dup2(log.fileno(), 2)
+        try:
+            yield
+        except BaseException:
+            traceback.print_exc()
+            raise
+        finally:
+            for stream, buffering in zip(streams, line_buffering, strict=True):
+                stream.flush()
+                stream.reconfigure(line_buffering=buffering)
+            for descriptor, original in zip((1, 2), saved, strict=True):
+                os.dup2(original, descriptor)
+                os.close(original)
 
 
 def score_recipe(recipe: Recipe, workdir: Path, task: Task) -> pd.DataFrame:

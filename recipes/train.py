@@ -3,9 +3,14 @@
     python -m recipes.train --recipe v5_eeg_cutmix:quick
     python -m recipes.train --recipe v5_eeg_cutmix --data-dir /data/hms --folds 0,1 --seeds 0
     python -m recipes.train --recipe v5_eeg_cutmix --set train.epochs=3 --set train.mixed_precision=mixed_bfloat16
+    python -m recipes.train --recipe v5_eeg_cutmix --engine ray                 # the runs as tasks of a local Ray
+    python -m recipes.train --recipe v5_eeg_cutmix --engine ray --address HEAD_IP:6379  # ... of a Ray cluster
+    python -m recipes.train --recipe v5_eeg_cutmix --set train.devices=all      # one run on every local GPU
 
 Each fold x seed writes runs/<recipe>/fold_<k>/seed_<s>/ (model.keras, recipe.json, history.csv,
 oof.parquet); finished folders are skipped, so an interrupted command resumes where it stopped.
+Runs another launch is training are skipped, so two launches on one workdir share the grid.
+`--engine ray` trains each fold x seed as a Ray task (docs/scaling.md); it needs the `ray` extra.
 """
 
 import argparse
@@ -13,10 +18,13 @@ import sys
 from pathlib import Path
 
 import hms_keras  # noqa: F401  first: applies hms_keras.runtime's settings while this process has one thread
+from hms_keras import ray_grid
 from hms_keras.recipe import apply_overrides, override_keys
 from hms_keras.training import train_recipe
 from recipes import cli
 from recipes.registry import RECIPES, get_recipe
+
+ENGINES = ("sequential", "ray")
 
 
 def parse_args(argv):
@@ -37,6 +45,14 @@ def parse_args(argv):
     parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                         help="override a recipe value (repeatable), e.g. train.epochs=3")
     parser.add_argument("--workdir", default="runs", help="where run folders go (default: runs)")
+    parser.add_argument("--engine", choices=ENGINES, default="sequential",
+                        help="sequential: one run after another in this process (default); "
+                        "ray: each fold x seed a Ray task, retried when its worker dies")
+    parser.add_argument("--address", help="--engine ray: the Ray cluster to join, e.g. HEAD_IP:6379 or auto "
+                        "(default: start a local Ray on this machine)")
+    parser.add_argument("--ray-cpus-per-task", type=float, default=1, metavar="N",
+                        help="--engine ray: CPUs Ray reserves for each run (default 1; each run also takes "
+                        "one GPU where the cluster has GPUs)")
     cli.add_debug_option(parser)
     return parser.parse_args(argv)
 
@@ -60,7 +76,19 @@ def train(args) -> int:
     workdir = Path(args.workdir)
     if workdir.exists() and not workdir.is_dir():
         raise cli.UsageError(f"{workdir}: not a folder; --workdir names the folder run folders go into")
-    scores = train_recipe(recipe, args.workdir)
+    if args.engine == "ray":
+        try:
+            ray_grid.import_ray()
+        except ray_grid.RayMissingError as error:
+            raise cli.UsageError(str(error)) from None
+        if args.ray_cpus_per_task <= 0:
+            raise cli.UsageError(f"--ray-cpus-per-task must be positive, got {args.ray_cpus_per_task:g}")
+        scores = ray_grid.train_recipe_on_ray(recipe, workdir, address=args.address,
+                                              cpus_per_task=args.ray_cpus_per_task)
+    elif args.address:
+        raise cli.UsageError("--address names a Ray cluster; it needs --engine ray")
+    else:
+        scores = train_recipe(recipe, workdir)
     print(f"\n{recipe.name}: out-of-fold scores (KL divergence, lower is better; prior_* = class-prior baseline)")
     print(scores.to_string(index=False, float_format=lambda value: f"{value:.4f}"))
     return 0
