@@ -56,23 +56,29 @@ def predict_recording(predictor, recording, *, stride_s: float = 10.0, batch_siz
     (RecordingTooShortError, FlatRecordingError, ...) naming the file when it cannot be predicted.
     """
     task = predictor.task
-    source = Path(recording) if isinstance(recording, str | os.PathLike) else None
-    if source is not None:
-        recording = task.read_recording(source)
-    try:
-        prepared = task.prepare_recording(recording)
-    except RecordingError as error:
-        raise type(error)(f"{source}: {error}" if source is not None else str(error)) from None
-    name = source.name if source is not None else "recording"
+    if not isinstance(recording, str | os.PathLike):
+        return predict_prepared(predictor, task.prepare_recording(recording), stride_s=stride_s,
+                                batch_size=batch_size, progress=progress)
+    source = Path(recording)
+    prepared = prepare_file_recording(task, task.read_recording(source), source)
     return predict_prepared(predictor, prepared, stride_s=stride_s, batch_size=batch_size, progress=progress,
-                            name=name)
+                            name=source.name)
+
+
+def prepare_file_recording(task, recording, source: Path):
+    """`task.prepare_recording(recording)` of a recording read from the file `source`, whose name
+    starts the message of a RecordingError (too short, flat, ...)."""
+    try:
+        return task.prepare_recording(recording)
+    except RecordingError as error:
+        raise type(error)(f"{source}: {error}") from None
 
 
 def predict_prepared(predictor, prepared, *, stride_s: float = 10.0, batch_size: int = 32, progress: bool = True,
                      name: str = "recording") -> pd.DataFrame:
     """`predict_recording` of a recording already through `predictor.task.prepare_recording`
-    (for callers that use the prepared recording too, e.g. `recording_report`); `name` labels the
-    progress bar and errors."""
+    (for callers that use the prepared recording too, e.g. `recipes.annotate` for its figures);
+    `name` labels the progress bar and errors."""
     if batch_size < 1:
         raise ValueError(f"batch_size must be at least 1, got {batch_size}")
     task = predictor.task

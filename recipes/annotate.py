@@ -23,7 +23,7 @@ from hms_keras.ensembles import read_ensemble
 from hms_keras.inference import Ensemble
 from hms_keras.recording_report import write_report
 from hms_keras.runs import finished_runs
-from hms_keras.sliding_windows import predict_prepared
+from hms_keras.sliding_windows import predict_prepared, prepare_file_recording
 from hms_keras.tasks.v5_eeg import V5EegTask
 from recipes import cli
 
@@ -58,10 +58,7 @@ def annotate(args) -> int:
     if not isinstance(predictor.task, V5EegTask):
         raise cli.UsageError(f"{args.ensemble or args.runs}: annotate works for raw-EEG (v5_eeg) recipes, not "
                              f"{type(predictor.task).__name__}")
-    try:
-        prepared = predictor.task.prepare_recording(raw_uv)  # (frames, 2, 19) at 40 Hz
-    except RecordingError as error:
-        raise type(error)(f"{recording}: {error}") from None
+    prepared = prepare_file_recording(predictor.task, raw_uv, recording)  # (frames, 2, 19) at 40 Hz
     windows = predict_prepared(predictor, prepared, stride_s=args.stride, batch_size=args.batch_size,
                                name=recording.name)
     channels = None if recording.suffix == ".parquet" else recording_channels(recording)

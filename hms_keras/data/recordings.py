@@ -107,6 +107,7 @@ def match_channels(channel_names, source) -> dict[str, int]:
 
 
 def _listed(names) -> str:
+    """Channel names joined by commas, the first _MAX_LISTED of them and a count of the rest."""
     shown = ", ".join(names[:_MAX_LISTED])
     return shown if len(names) <= _MAX_LISTED else f"{shown}, ... ({len(names) - _MAX_LISTED} more)"
 
