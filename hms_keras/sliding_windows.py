@@ -9,8 +9,8 @@ does not land there. The recording is read and prepared once (for raw EEG: the v
 preprocessing of the whole recording, `Task.prepare_recording`); windows are then cut and
 predicted `batch_size` at a time, so memory holds one batch of model inputs and the (windows, 6)
 table however long the recording is. Every batch has `batch_size` windows (the last one is
-padded with copies of its last window and the copies dropped), so each model is compiled for one
-input shape.
+padded with copies of its last window and the copies dropped; a recording of fewer windows is one
+batch), so each model is compiled for one input shape.
 """
 
 import os
@@ -86,6 +86,7 @@ def predict_prepared(predictor, prepared, *, stride_s: float = 10.0, batch_size:
     starts = window_starts(seconds, task.window_seconds, stride_s)  # (windows,)
     if starts.size == 0:  # a task whose preparation does not check the length
         raise RecordingError(f"{name}: {seconds:.1f} s, shorter than one {task.window_seconds} s window")
+    batch_size = min(batch_size, starts.size)  # a short recording is one batch, unpadded
     probabilities = np.empty((starts.size, constants.NUM_CLASSES))  # (windows, 6)
     with tqdm(total=starts.size, unit="window", desc=name, disable=not progress) as bar:
         for first in range(0, starts.size, batch_size):
