@@ -3,6 +3,8 @@
     .venv/bin/python benchmarks/model_step.py                       # jax, tensorflow, torch; both models
     .venv/bin/python benchmarks/model_step.py --backend jax --models v5_eeg_dual_effnet1d --steps 3
     .venv/bin/python benchmarks/model_step.py --untuned             # without the CPU runtime settings
+    .venv/bin/python benchmarks/model_step.py --backend jax --models v5_eeg_dual_effnet1d \
+        --precision float32 mixed_bfloat16                          # bfloat16 against float32, one run
 
 Each backend runs in its own subprocess (so peak RSS is per backend) and reports, for a random
 batch: the first `train_on_batch` (trace + compile + one step, seconds), the median time of the
@@ -10,6 +12,10 @@ next `--steps` compiled train steps (EEG/s = batch / median), the same for `pred
 and the process's peak RSS (GB, build and compile included). Training is compiled the way
 `hms_keras.training` compiles it: `TorchAdamW` (AdamW, lr 1e-3, eps 1e-4, weight decay 1e-5),
 the model's loss, `jit_compile` at Keras' default unless `--jit-compile` says otherwise.
+`--precision` sets Keras' dtype policy before the model is built (`mixed_bfloat16`: bfloat16
+computation, float32 variables, logits and loss, as `train.mixed_precision` does in training).
+Each row names the devices it ran on (`hms_keras.devices.device_note`: backend, device kind and
+count, and for a CPU its model and whether it has bfloat16 instructions).
 Timings on a shared machine are noisy: the load average is printed with each row; run it more than once.
 
 CPU runtime settings (`hms_keras.runtime`; on unless `--untuned`, which sets `HMS_KERAS_RUNTIME_SETTINGS=0`):
@@ -41,6 +47,7 @@ import numpy as np  # noqa: E402
 
 BACKENDS = ("jax", "tensorflow", "torch")
 MODEL_NAMES = ("v5_eeg_dual_effnet1d", "spec_resnet34d")
+PRECISIONS = ("float32", "mixed_bfloat16")
 
 
 def random_batch(model_name, batch_size, rng):
@@ -59,15 +66,17 @@ def random_batch(model_name, batch_size, rng):
     return inputs, rng.dirichlet(np.ones(6), batch_size).astype("float32")
 
 
-def measure(model_name, batch_size, steps, jit_compile="auto"):
+def measure(model_name, batch_size, steps, jit_compile="auto", precision="float32"):
     """Build, compile and time one model in this process; returns a dict of figures."""
     import keras
 
+    from hms_keras.devices import device_note
     from hms_keras.losses import KLDivergenceFromLogits, VoteWeightedKLDivergence
     from hms_keras.models import MODELS
     from hms_keras.optimizers import TorchAdamW
 
     keras.utils.set_random_seed(0)
+    keras.config.set_dtype_policy(precision)
     started = time.perf_counter()
     model = MODELS[model_name]()
     build_s = time.perf_counter() - started
@@ -101,6 +110,8 @@ def measure(model_name, batch_size, steps, jit_compile="auto"):
         predict_s.append(time.perf_counter() - started)
     return {
         "backend": keras.backend.backend(),
+        "device": device_note(),
+        "precision": precision,
         "model": model_name,
         "batch_size": batch_size,
         "build_s": build_s,
@@ -116,8 +127,8 @@ def measure(model_name, batch_size, steps, jit_compile="auto"):
     }
 
 
-def run_child(backend, model_name, args):
-    """Run `measure` for one (backend, model) in a fresh subprocess; returns its dict or an error."""
+def run_child(backend, model_name, precision, args):
+    """Run `measure` for one (backend, model, precision) in a fresh subprocess; returns its dict or an error."""
     env = dict(os.environ, KERAS_BACKEND=backend)
     if args.untuned:
         env["HMS_KERAS_RUNTIME_SETTINGS"] = "0"
@@ -133,6 +144,8 @@ def run_child(backend, model_name, args):
         str(args.steps),
         "--jit-compile",
         args.jit_compile,
+        "--precision",
+        precision,
     ] + (["--untuned"] if args.untuned else [])
     done = subprocess.run(command, check=False, env=env, capture_output=True, text=True)
     lines = [line for line in done.stdout.splitlines() if line.startswith("{")]
@@ -141,23 +154,27 @@ def run_child(backend, model_name, args):
         # last stderr lines that are not TensorFlow/XLA start-up logs
         logs = ("I0000", "W0000", "WARNING: All log messages")
         messages = [line for line in done.stderr.splitlines() if line.strip() and not line.startswith(logs)]
-        return {"backend": backend, "model": model_name, "error": f"exit {done.returncode}: {messages[-3:]}"}
+        return {"backend": backend, "model": model_name, "precision": precision,
+                "error": f"exit {done.returncode}: {messages[-3:]}"}
     return json.loads(lines[-1])
 
 
 def print_table(rows, batch_size, tuned):
     print(f"\nbatch {batch_size}, CPU runtime settings {'on' if tuned else 'off'}")
+    for device in sorted({row["device"] for row in rows if "device" in row}):
+        print(f"device: {device}")
     print(
-        "| model | backend | first train step (s) | train EEG/s | train CPU s/step | inference EEG/s "
+        "| model | backend | precision | first train step (s) | train EEG/s | train CPU s/step | inference EEG/s "
         "| peak RSS (GB) | load |"
     )
-    print("|---|---|---|---|---|---|---|---|")
+    print("|---|---|---|---|---|---|---|---|---|")
     for row in rows:
         if "error" in row:
-            print(f"| {row['model']} | {row['backend']} | failed: {row['error']} | | | | | |")
+            print(f"| {row['model']} | {row['backend']} | {row['precision']} | failed: {row['error']} | | | | | |")
             continue
         print(
-            f"| {row['model']} | {row['backend']} | {row['train_first_s']:.0f} | {row['train_per_s']:.2f} | "
+            f"| {row['model']} | {row['backend']} | {row['precision']} | {row['train_first_s']:.0f} | "
+            f"{row['train_per_s']:.2f} | "
             f"{row['train_cpu_s_per_step']:.1f} | {row['predict_per_s']:.1f} | {row['peak_rss_gb']:.1f} | "
             f"{row['load_avg_1min']:.1f} |"
         )
@@ -172,19 +189,23 @@ def main():
     parser.add_argument(
         "--jit-compile", choices=("auto", "on", "off"), default="auto", help="model.compile(jit_compile=...)"
     )
+    parser.add_argument("--precision", nargs="+", choices=PRECISIONS, default=["float32"],
+                        help="Keras dtype policies to measure, each in its own process (default float32)")
     parser.add_argument("--untuned", action="store_true", help="do not apply the CPU runtime settings")
     parser.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.child:  # the CPU runtime settings were applied at import
-        print(json.dumps(measure(args.models[0], args.batch_size, args.steps, args.jit_compile)), flush=True)
+        figures = measure(args.models[0], args.batch_size, args.steps, args.jit_compile, args.precision[0])
+        print(json.dumps(figures), flush=True)
         return
     backends = BACKENDS if args.backend == "all" else (args.backend,)
     rows = []
     for model_name in args.models:
         for backend in backends:
-            row = run_child(backend, model_name, args)
-            print(json.dumps(row), flush=True)
-            rows.append(row)
+            for precision in args.precision:
+                row = run_child(backend, model_name, precision, args)
+                print(json.dumps(row), flush=True)
+                rows.append(row)
     print_table(rows, args.batch_size, tuned=not args.untuned)
 
 

@@ -13,7 +13,9 @@ Keras' distribution API runs on JAX only: its TensorFlow implementation is a pro
 """
 
 import contextlib
+from collections import Counter
 from collections.abc import Iterator
+from pathlib import Path
 
 import keras
 
@@ -63,3 +65,42 @@ def without_distribution() -> Iterator[None]:
         yield
     finally:
         keras.distribution.set_distribution(previous)
+
+
+def device_note() -> str:
+    """One line naming the Keras backend and the devices it computes on, for benchmark output:
+    e.g. "jax 0.10.2 on 1 x NVIDIA H200 (gpu)" or "jax 0.10.2 on 1 x cpu (cpu: <CPU model>,
+    bfloat16 instructions: avx512_bf16)"."""
+    backend = keras.backend.backend()
+    if backend == "jax":
+        import jax
+
+        platform, version = jax.default_backend(), jax.__version__
+        kinds = Counter(device.device_kind for device in jax.devices())
+    elif backend == "tensorflow":
+        import tensorflow as tf
+
+        gpus = tf.config.list_logical_devices("GPU")
+        platform, version = ("gpu" if gpus else "cpu"), tf.__version__
+        kinds = Counter(device.name for device in gpus) if gpus else Counter({"cpu": 1})
+    else:
+        import torch
+
+        cuda = torch.cuda.is_available()
+        platform, version = ("gpu" if cuda else "cpu"), torch.__version__
+        names = [torch.cuda.get_device_name(index) for index in range(torch.cuda.device_count())] if cuda else ["cpu"]
+        kinds = Counter(names)
+    devices = ", ".join(f"{count} x {kind}" for kind, count in kinds.items())
+    return f"{backend} {version} on {devices} ({platform}{': ' + _cpu_description() if platform == 'cpu' else ''})"
+
+
+def _cpu_description() -> str:
+    """The CPU's model name and its bfloat16 instruction sets, from /proc/cpuinfo (Linux)."""
+    try:
+        lines = Path("/proc/cpuinfo").read_text().splitlines()
+    except OSError:
+        return "unknown CPU"
+    fields = dict(line.split(":", 1) for line in lines if ":" in line)
+    fields = {key.strip(): value.strip() for key, value in fields.items()}
+    bfloat16 = [flag for flag in fields.get("flags", "").split() if flag in ("avx512_bf16", "amx_bf16")]
+    return f"{fields.get('model name', 'unknown CPU')}, bfloat16 instructions: {', '.join(bfloat16) or 'none'}"
