@@ -60,4 +60,4 @@ def test_spectrogram_model_trains_in_bfloat16_with_float32_logits_and_loss(bfloa
     assert model.get_layer("resnet34d_backbone").compute_dtype == "bfloat16"
     spectrogram = np.random.default_rng(1).standard_normal((1, 400, 300, 1)).astype("float32")  # (batch, 400, 300, 1)
     targets = np.random.default_rng(2).dirichlet(np.ones(6), 1).astype("float32")  # (batch, 6)
-    _assert_trains_in_bfloat16(model, KLDivergenceFromLogits(), {"spectrogram": spectrogram}, targets)
+    _assert_trains_in_bfloat16(model, KLDivergenceFromLogits(), spectrogram, targets)
