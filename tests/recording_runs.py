@@ -1,11 +1,13 @@
 """Run folders of tiny untrained stand-ins for the v5 model, for the whole-recording tests
 (test_sliding_windows.py, test_annotate.py): predicting needs a run folder, not a trained model."""
 
+import json
 from pathlib import Path
 
 import keras
 
 from hms_keras import constants, runs
+from hms_keras.ensembles import FORMAT
 from hms_keras.recipe import Recipe
 from recipes.registry import get_recipe
 
@@ -43,3 +45,17 @@ def write_tiny_runs(recipe_dir: Path, recipe_name: str = "v5_eeg_cutmix", folds=
         build(fold).save(run_dir / runs.MODEL_FILE)
         runs.write_description(run_dir, runs.describe(recipe, fold, 0))
     return recipe_dir
+
+
+def write_two_member_ensemble(path: Path, recipe_dir: Path) -> Path:
+    """An ensemble file (`recipes.ensemble`'s format) of the fold_0 and fold_1 runs of
+    `write_tiny_runs` as two members, weights 0.7 and 0.3, the first with the crop-shift views
+    (-64, 0, 64)."""
+    members = [
+        {"name": "fold_0", "task": "v5_eeg", "runs": [str(runs.run_dir(recipe_dir, 0, 0))], "weight": 0.7,
+         "tta": [-64, 0, 64]},
+        {"name": "fold_1", "task": "v5_eeg", "runs": [str(runs.run_dir(recipe_dir, 1, 0))], "weight": 0.3, "tta": [0]},
+    ]
+    path.write_text(json.dumps({"format": FORMAT, "method": "weights", "space": "log_probabilities",
+                                "members": members}))
+    return path

@@ -9,7 +9,7 @@ import subprocess
 import numpy as np
 import pandas as pd
 import pytest
-from recording_runs import write_tiny_runs
+from recording_runs import write_tiny_runs, write_two_member_ensemble
 
 from hms_keras import constants
 from hms_keras.data.synthetic.recording_files import NEW_10_20_NAMES, long_recording, write_recording
@@ -65,9 +65,12 @@ def test_annotate_user_errors_are_one_line(report, tmp_path, capsys):
         assert re.fullmatch(rf"error: .*{expected}.*\n", error), error
     assert annotate.main([*arguments, "--recording", str(report["recording"]), "--stride", "0"]) == 2
     assert "--stride 0.0: must be positive" in capsys.readouterr().err
+    blend = write_two_member_ensemble(tmp_path / "blend.json", report["runs"])
     with pytest.warns(UserWarning, match=r"electrode\(s\) O2 missing"):
-        assert annotate.main([*arguments, "--recording", str(few), "--allow-missing"]) == 0
+        assert annotate.main(["--ensemble", str(blend), "--out", str(tmp_path / "out"), "--recording", str(few),
+                              "--allow-missing"]) == 0
     assert "<td>O2</td><td><b>missing (marked bad)</b></td>" in (tmp_path / "out" / "index.html").read_text()
+    assert f"2 model(s) of {blend}" in capsys.readouterr().out
 
 
 @pytest.mark.slow

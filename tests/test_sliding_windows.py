@@ -6,14 +6,16 @@ the windows' placement; two tiny untrained v5 stand-ins saved as runs."""
 import numpy as np
 import pandas as pd
 import pytest
-from recording_runs import write_tiny_runs
+from recording_runs import write_tiny_runs, write_two_member_ensemble
 
 from hms_keras import constants
 from hms_keras.data.hms import HmsDataError
 from hms_keras.data.recordings import FlatRecordingError, RecordingTooShortError
 from hms_keras.data.synthetic.recording_files import NEW_10_20_NAMES, long_recording, write_recording
 from hms_keras.inference import Ensemble
+from hms_keras.metrics import log_softmax, softmax
 from hms_keras.sliding_windows import PREDICTION_COLUMNS, window_starts
+from hms_keras.tasks.v5_eeg import eeg_inputs, head_mean_logits
 
 pytest.importorskip("mne", reason="the eeg extra (mne, edfio) is not installed")
 
@@ -37,8 +39,13 @@ def test_windows_start_every_stride_and_the_last_one_ends_with_the_recording():
 
 
 @pytest.fixture(scope="module")
-def ensemble(tmp_path_factory):
-    return Ensemble.load(write_tiny_runs(tmp_path_factory.mktemp("runs") / "tiny_v5"))
+def recipe_dir(tmp_path_factory):
+    return write_tiny_runs(tmp_path_factory.mktemp("runs") / "tiny_v5")
+
+
+@pytest.fixture(scope="module")
+def ensemble(recipe_dir):
+    return Ensemble.load(recipe_dir)
 
 
 @pytest.fixture(scope="module")
@@ -96,3 +103,18 @@ def test_a_spectrogram_recipe_slides_its_600_s_window_over_a_long_spectrogram(tm
     np.testing.assert_allclose(windows["end_s"], [600, 700, 800, 900])
     one = ensemble.task.ensemble_probabilities(ensemble.models, ensemble.task.recording_inputs(spectrogram, 200.0))
     np.testing.assert_allclose(windows.loc[2, list(constants.CLASSES)].to_numpy(float), one[0], rtol=1e-5)
+
+
+def test_an_ensemble_file_slides_its_members_views_and_weights_over_the_recording(recipe_dir, recording, tmp_path):
+    blend = Ensemble.load(write_two_member_ensemble(tmp_path / "blend.json", recipe_dir))
+    windows = blend.predict_recording(recording[: 100 * RATE], stride_s=25, progress=False)  # starts 0, 25, 50
+    np.testing.assert_allclose(windows["start_s"], [0, 25, 50])
+    # by hand, one window at a time from the raw recording: each member's views' head-mean logits
+    # averaged, softmax; the members' log-probabilities weighted 0.7 / 0.3, softmax
+    first, second = (ensemble.models[0] for ensemble in blend.ensembles)
+    for row, start in enumerate([0.0, 25.0, 50.0]):
+        views = [head_mean_logits(first, eeg_inputs(recording[: 100 * RATE], start, shift)) for shift in (-64, 0, 64)]
+        log_first = log_softmax(np.mean(views, axis=0))  # (1, 6)
+        log_second = log_softmax(head_mean_logits(second, eeg_inputs(recording[: 100 * RATE], start)))
+        expected = softmax(0.7 * log_first + 0.3 * log_second)[0]
+        np.testing.assert_allclose(windows.loc[row, list(constants.CLASSES)].to_numpy(float), expected, rtol=1e-5)
