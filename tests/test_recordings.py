@@ -2,11 +2,14 @@
 sessions under another lab's channel names, at 256 Hz, in volts; the channel-name rules; missing
 electrodes; and the named errors of recordings that cannot be predicted."""
 
+import sys
+
 import numpy as np
 import pytest
 
 from hms_keras import constants
 from hms_keras.data.cache import preprocess_recording
+from hms_keras.data.hms import HmsDataError
 from hms_keras.data.recordings import (
     MISSING_ELECTRODE_UV,
     FlatRecordingError,
@@ -96,3 +99,11 @@ def test_recordings_that_cannot_be_predicted_raise_named_errors(session, tmp_pat
         read_eeg_recording(tmp_path / "notes.txt")
     with pytest.raises(RecordingError, match="absent.edf: file not found"):
         read_eeg_recording(tmp_path / "absent.edf")
+
+
+def test_without_mne_reading_a_recording_says_how_to_install_it(monkeypatch, tmp_path):
+    monkeypatch.setitem(sys.modules, "mne", None)  # `import mne` raises ImportError
+    (tmp_path / "night.edf").write_bytes(b"0" * 256)
+    with pytest.raises(HmsDataError, match=r'night.edf: reading EDF/BDF/... recordings needs MNE; install it with '
+                                           r'pip install "hms_keras\[eeg\]"'):
+        read_eeg_recording(tmp_path / "night.edf")
