@@ -21,6 +21,7 @@ at the same path (the run folders and their locks live there), and every node ne
 installed in the same environment (docs/scaling.md).
 """
 
+import dataclasses
 import os
 from pathlib import Path
 
@@ -74,7 +75,10 @@ def train_recipe_on_ray(
     """
     recipe.validate(tasks=TASKS, models=MODELS)
     ray = import_ray()
-    workdir = Path(workdir).resolve()  # the task processes may start elsewhere
+    workdir = Path(workdir).resolve()  # the task processes may start in another folder
+    if recipe.data.data_dir is not None:  # ... so their data folder is an absolute path too
+        data_dir = str(Path(recipe.data.data_dir).expanduser().resolve())
+        recipe = dataclasses.replace(recipe, data=dataclasses.replace(recipe.data, data_dir=data_dir))
     environment = {name: os.environ[name] for name in FORWARDED_ENVIRONMENT if name in os.environ}
     local = {} if address else {"num_cpus": local_cpus, "object_store_memory": LOCAL_OBJECT_STORE_BYTES}
     ray.init(address=address, include_dashboard=False, log_to_driver=False,
