@@ -1,7 +1,7 @@
 """The fold x seed grid on Ray (`hms_keras.ray_grid`, `recipes.train --engine ray`): a local Ray
 with 2 CPUs trains a tiny grid into the sequential loop's folders and scores, a second launch
-trains nothing, a task whose worker is killed mid-run is retried and resumes, and the command
-explains a missing Ray in one line."""
+trains nothing, a task whose worker is killed mid-run is retried and resumes, an error of the
+training itself is raised once, not retried, and the command explains a missing Ray in one line."""
 
 import dataclasses
 import signal
@@ -16,6 +16,7 @@ import pytest
 from test_training import tiny_recipe
 
 from hms_keras import runs
+from hms_keras.data.hms import HmsDataError
 from hms_keras.data.synthetic import generate_dataset
 from hms_keras.ray_grid import RAY_MISSING, train_recipe_on_ray
 from hms_keras.training import train_recipe
@@ -99,3 +100,17 @@ def test_a_task_killed_mid_run_is_retried_and_resumes(data_dir, tmp_path):
     log = (run_dir / runs.LOG_FILE).read_text()
     assert log.count("fold 0 seed 0: 2 epochs x") == 2 and "resuming after epoch 1" in log  # both attempts
     assert list(scores["fold"]) == [0]
+
+
+@pytest.mark.slow
+def test_an_error_of_the_training_is_raised_as_itself_and_not_retried(data_dir, tmp_path):
+    broken = tmp_path / "broken"
+    broken.mkdir()
+    (broken / "train.csv").write_text("not,the,hms,columns\n1,2,3,4\n")
+    recipe = tiny_recipe(broken, folds=(0,), seeds=(0,), epochs=1)
+    with pytest.raises(HmsDataError, match="train.csv"):
+        train_recipe_on_ray(recipe, tmp_path / "runs", local_cpus=2)
+    run_dir = runs.run_dir(tmp_path / "runs" / recipe.name, 0, 0)
+    log = runs.pending_log(run_dir).read_text().splitlines()
+    assert sum(line.startswith("hms_keras.data.hms.HmsDataError: ") for line in log) == 1  # one attempt, logged
+    assert not runs.partial_dir(run_dir).exists() and not run_dir.exists()
