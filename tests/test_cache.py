@@ -205,7 +205,8 @@ if "--no-prctl" in sys.argv:  # the fallback: a thread polling the parent's pid
     cache._set_parent_death_signal = lambda: False
 
 if __name__ == "__main__":
-    cache.build_eeg_cache(HmsLayout(sys.argv[1]), "train", range(1, 13), cache_dir=sys.argv[2], workers=2)
+    cache.build_eeg_cache(HmsLayout(sys.argv[1]), "train", range(1, int(sys.argv[3]) + 1), cache_dir=sys.argv[2],
+                          workers=2)
 """
 
 
@@ -213,12 +214,13 @@ if __name__ == "__main__":
 def test_workers_end_with_the_build(tmp_path, how):
     psutil = pytest.importorskip("psutil")
     data_dir = tmp_path / "data"
-    for eeg_id in range(1, 13):
+    recordings = 48  # enough that the signal lands midway on an idle machine (12 could all finish first)
+    for eeg_id in range(1, recordings + 1):
         write_eeg(data_dir, eeg_id, seed=eeg_id)
     cache_dir, script = tmp_path / "cache", tmp_path / "pooled_build.py"
     script.write_text(_POOLED_BUILD)
     process = subprocess.Popen(
-        [sys.executable, str(script), str(data_dir), str(cache_dir), *how.split()[1:]],
+        [sys.executable, str(script), str(data_dir), str(cache_dir), str(recordings), *how.split()[1:]],
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
         start_new_session=True,  # its own process group, for the Ctrl-C case
@@ -245,9 +247,9 @@ def test_workers_end_with_the_build(tmp_path, how):
     before = writes()
     time.sleep(1.0)
     assert writes() == before  # nothing writes into the cache any more
-    assert len(list(cache_dir.glob("*.npy"))) < 12, "stop the build midway"
-    build_eeg_cache(HmsLayout(data_dir), "train", range(1, 13), cache_dir=cache_dir, workers=1)
-    assert len(file_ids(cache_dir)) == 12 and not list(cache_dir.glob(".*"))
+    assert len(list(cache_dir.glob("*.npy"))) < recordings, "stop the build midway"
+    build_eeg_cache(HmsLayout(data_dir), "train", range(1, recordings + 1), cache_dir=cache_dir, workers=1)
+    assert len(file_ids(cache_dir)) == recordings and not list(cache_dir.glob(".*"))
 
 
 def test_stale_manifest_clears_and_rebuilds(layout, tmp_path, caplog):

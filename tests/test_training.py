@@ -122,6 +122,7 @@ def test_resume_retrains_only_the_deleted_run(trained):
     assert {run: (run / "model.keras").stat().st_mtime_ns for run in kept} == kept
 
 
+@pytest.mark.slow  # 240 s on 2 idle cores (fresh-clone CI, 2026-12-02)
 def test_a_killed_run_leaves_no_folder_that_predict_would_use(data_dir, tmp_path):
     workdir = tmp_path / "runs"
     command = [
@@ -153,6 +154,7 @@ train_recipe(tiny_recipe(Path({data_dir!r}), folds=(0,), seeds=(0,), epochs={epo
 """
 
 
+@pytest.mark.slow  # 160 s on 2 idle cores (fresh-clone CI, 2026-12-02)
 def test_a_run_killed_mid_epoch_resumes_to_the_weights_of_an_uninterrupted_run(trained, data_dir, tmp_path):
     """kill -9 during epoch 2 of 2, then the same command again: it resumes after epoch 1 and ends
     with the uninterrupted run's weights, optimizer steps and history, bit for bit (JAX, CPU)."""
@@ -184,6 +186,7 @@ def test_a_run_killed_mid_epoch_resumes_to_the_weights_of_an_uninterrupted_run(t
     assert read_description(run)["resumed_after_epoch"] == 1
 
 
+@pytest.mark.slow  # 300 s on 2 idle cores (fresh-clone CI, 2026-12-02)
 def test_tensorflow_trains_and_predicts_and_reads_jax_models(trained, data_dir, tmp_path):
     _, jax_recipe_dir, _ = trained
     script = f"""
