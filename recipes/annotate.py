@@ -19,10 +19,8 @@ from pathlib import Path
 
 import hms_keras  # noqa: F401  first: applies hms_keras.runtime's settings while this process has one thread
 from hms_keras.data.recordings import RecordingError, read_eeg_file, recording_channels
-from hms_keras.ensembles import read_ensemble
 from hms_keras.inference import Ensemble
 from hms_keras.recording_report import write_report
-from hms_keras.runs import finished_runs
 from hms_keras.sliding_windows import predict_prepared, prepare_file_recording
 from hms_keras.tasks.v5_eeg import V5EegTask
 from recipes import cli
@@ -81,12 +79,7 @@ def check_inputs(args) -> None:
         raise cli.UsageError(f"{out}: not a folder; --out names the report folder")
     if not Path(args.recording).is_file():
         raise RecordingError(f"{args.recording}: file not found; check --recording")
-    if args.ensemble:
-        run_dirs = [member["runs"][0] for member in read_ensemble(args.ensemble)["members"]]
-    else:
-        run_dirs = finished_runs(args.runs)
-    for run_dir in run_dirs:
-        cli.check_run_recipe(run_dir)
+    cli.check_source_runs(args.runs, args.ensemble)
 
 
 if __name__ == "__main__":

@@ -18,10 +18,10 @@ from pathlib import Path
 
 from hms_keras.convert import CheckpointError
 from hms_keras.data.hms import HmsDataError
-from hms_keras.ensembles import EnsembleError
+from hms_keras.ensembles import EnsembleError, read_ensemble
 from hms_keras.models import MODELS
 from hms_keras.recipe import Recipe, RecipeError
-from hms_keras.runs import DESCRIPTION_FILE, RunFolderError, read_description
+from hms_keras.runs import DESCRIPTION_FILE, RunFolderError, finished_runs, read_description
 from hms_keras.tasks import TASKS
 
 USER_ERROR_STATUS = 2
@@ -71,6 +71,17 @@ def check_run_recipe(run_dir) -> Recipe:
         return check_recipe(recipe)
     except RecipeError as error:
         raise RunFolderError(f"{Path(run_dir) / DESCRIPTION_FILE}: {error}") from None
+
+
+def check_source_runs(runs_dir, ensemble_file) -> tuple[list[Path], list[Recipe]]:
+    """The run folders a `--runs` / `--ensemble` pair names (every finished run of `runs_dir`, or
+    the first run of each member of `ensemble_file`) and their validated recipes; one-line errors
+    (RunFolderError, EnsembleError) naming the folder or file otherwise."""
+    if ensemble_file:
+        run_dirs = [Path(member["runs"][0]) for member in read_ensemble(ensemble_file)["members"]]
+    else:
+        run_dirs = finished_runs(runs_dir)
+    return run_dirs, [check_run_recipe(run_dir) for run_dir in run_dirs]
 
 
 def check_data_dir(data_dir, *required_files: str, origin: str = "--data-dir") -> Path:

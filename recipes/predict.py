@@ -18,9 +18,9 @@ import sys
 from pathlib import Path
 
 import hms_keras  # noqa: F401  first: applies hms_keras.runtime's settings while this process has one thread
-from hms_keras.ensembles import read_ensemble, score_ensemble_file
+from hms_keras.ensembles import score_ensemble_file
 from hms_keras.inference import Ensemble, score_out_of_fold
-from hms_keras.runs import DESCRIPTION_FILE, RunFolderError, finished_runs
+from hms_keras.runs import DESCRIPTION_FILE, RunFolderError
 from hms_keras.tasks.base import ON_BAD_RECORDING
 from recipes import cli
 
@@ -89,11 +89,7 @@ def check_inputs(args) -> None:
     needed = "train.csv" if args.oof else "test.csv"
     if args.data_dir is not None:
         cli.check_data_dir(args.data_dir, needed)
-    if args.ensemble:
-        run_dirs = [member["runs"][0] for member in read_ensemble(args.ensemble)["members"]]
-    else:
-        run_dirs = finished_runs(args.runs)
-    recipes = [cli.check_run_recipe(run_dir) for run_dir in run_dirs]
+    run_dirs, recipes = cli.check_source_runs(args.runs, args.ensemble)
     tasks = sorted({recipe.task for recipe in recipes})
     if len(tasks) > 1 and not args.ensemble:
         raise RunFolderError(f"{args.runs}: holds runs of different tasks {tasks}; give --runs one recipe's folder")
