@@ -191,7 +191,7 @@ def test_concurrent_builds_take_turns_and_build_each_recording_once(tmp_path):
 
 
 _POOLED_BUILD = """
-import sys, time
+import signal, sys, time
 from hms_keras.data import cache
 from hms_keras.data.hms import HmsLayout
 
@@ -205,6 +205,9 @@ if "--no-prctl" in sys.argv:  # the fallback: a thread polling the parent's pid
     cache._set_parent_death_signal = lambda: False
 
 if __name__ == "__main__":
+    # Ctrl-C raises KeyboardInterrupt, as in a terminal, also when pytest runs as a background job
+    # (`cmd &` in a script), which inherits SIGINT ignored and would let the build finish
+    signal.signal(signal.SIGINT, signal.default_int_handler)
     cache.build_eeg_cache(HmsLayout(sys.argv[1]), "train", range(1, int(sys.argv[3]) + 1), cache_dir=sys.argv[2],
                           workers=2)
 """
