@@ -42,7 +42,7 @@ def tiny_recipe(data_dir: Path, folds=(0, 1), seeds=(0, 1), epochs=1) -> Recipe:
 
 @pytest.fixture(scope="module")
 def data_dir(tmp_path_factory):
-    return generate_dataset(tmp_path_factory.mktemp("data") / "hms", n_eegs=30, seed=3, n_test_eegs=3)
+    return generate_dataset(tmp_path_factory.mktemp("data") / "hms", n_eegs=18, seed=3, n_test_eegs=3)
 
 
 GRID_SEEDS = (0, 1)
