@@ -79,6 +79,9 @@ def test_headless_chromium_renders_the_report_offline(report):
     screenshot = report["root"] / "report.png"
     subprocess.run(
         [CHROMIUM, "--headless", "--no-sandbox", "--disable-gpu", "--no-first-run", "--hide-scrollbars",
+         # no network here: without these, Chromium's own background connections are refused at every start
+         "--disable-background-networking", "--disable-component-update", "--disable-sync", "--disable-quic",
+         f"--user-data-dir={report['root'] / 'chromium-profile'}",
          f"--screenshot={screenshot}", "--window-size=1100,2400", (report["out"] / "index.html").as_uri()],
         check=True, timeout=120, capture_output=True,
     )
