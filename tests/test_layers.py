@@ -257,11 +257,11 @@ def test_layers_use_keras_implementations_off_cpu(monkeypatch):
     np.testing.assert_array_equal(pooled, np.asarray(keras.layers.MaxPooling2D((1, 2))(x)))
     pointwise = PointwiseDense(3)
     y = np.asarray(pointwise(x))  # (2, 3, 8, 3 units)
-    kernel = np.asarray(pointwise.kernel)  # (4 channels, 3 units), freshly (unseeded) initialised, bias 0
-    # two float32 sums of 4 products in any order differ by at most 4 eps sum_i |x_i w_i| (Higham's bound, twice);
-    # a relative tolerance alone fails on outputs near 0 from larger terms (seen once: 8e-6 relative at -0.026)
-    rounding_bound = 4 * np.finfo(np.float32).eps * (np.abs(x) @ np.abs(kernel))
-    assert np.all(np.abs(y - x @ kernel) <= rounding_bound)
+    kernel, bias = np.asarray(pointwise.kernel), np.asarray(pointwise.bias)  # (4 channels, 3 units), (3,): unseeded
+    # two float32 sums of 4 products (+ bias) in any order differ by at most 4 eps (sum_i |x_i w_i| + |b|)
+    # (Higham's bound, twice); a relative tolerance alone fails on outputs near 0 from larger terms
+    rounding_bound = 4 * np.finfo(np.float32).eps * (np.abs(x) @ np.abs(kernel) + np.abs(bias))
+    assert np.all(np.abs(y - (x @ kernel + bias)) <= rounding_bound)
     np.testing.assert_array_equal(np.asarray(elu(x)), np.asarray(keras.activations.elu(x)))
     block = _small_block(seed=12, shape=(8, 4))
     np.testing.assert_allclose(np.asarray(Rematerialized(block)(x[0])), np.asarray(block(x[0])), rtol=1e-6)
